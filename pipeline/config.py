@@ -134,8 +134,25 @@ class SamplingConfig(Strict):
     max_new_tokens: int = Field(64, ge=1)
 
 
+class VLLMRolloutConfig(Strict):
+    """vLLM engine settings (GPU presets; vLLM is an optional extra, absent on CPU machines)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.6, gt=0, le=1)
+    max_model_len: int = Field(16384, ge=256)
+    max_num_seqs: int = Field(256, ge=1)
+    enforce_eager: bool = False
+    # Colocated with the trainer on the same GPUs: free the KV cache and weights between rollouts.
+    enable_sleep_mode: bool = False
+    seed: int = 0
+
+
 class RolloutConfig(Strict):
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "vllm"] = "hf"
+    vllm: VLLMRolloutConfig = VLLMRolloutConfig()
+    # How updated weights reach the rollout workers: the Ray object store (CPU, small models) or a NCCL
+    # broadcast from trainer rank 0 into the engines (vLLM `collective_rpc`; GPU).
+    weight_sync: Literal["object_store", "nccl"] = "object_store"
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)

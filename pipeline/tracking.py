@@ -6,10 +6,13 @@ online when the user sets `logging.wandb.mode=online`, or not at all with `disab
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,6 +53,10 @@ class Tracker:
 
     def __init__(self, cfg: Config, run_dir: Path, commit: Optional[str] = None):
         self.run = None
+        # A plain-JSON copy of every logged scalar, readable without wandb (reports, benchmarks).
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self._metrics_file = self.metrics_path.open("a", encoding="utf-8")
         wb = cfg.logging.wandb
         if wb.mode == "disabled":
             return
@@ -79,10 +86,17 @@ class Tracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         scalars = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         log.info("step %d %s", step, scalars)
+        record = {"step": step, "time": time.time()}
+        record.update({k: v for k, v in metrics.items()
+                       if isinstance(v, (int, float)) and not (isinstance(v, float) and not math.isfinite(v))})
+        self._metrics_file.write(json.dumps(record) + "\n")
+        self._metrics_file.flush()
         if self.run is not None:
             self.run.log(metrics, step=step)
 
     def finish(self, exit_code: int = 0) -> None:
+        if not self._metrics_file.closed:
+            self._metrics_file.close()
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None

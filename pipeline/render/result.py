@@ -33,6 +33,7 @@ class RenderRequest:
     code: str
     size: tuple[int, int] | None = None
     timeout_s: float | None = None
+    trace: bool = False  # charts: also record the ChartMimic-style trace (pipeline/evaluate/chart_trace.py)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RenderResult:
     failure: RenderFailure | None = None  # None when ok
     detail: str = ""  # e.g. the last traceback line
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    trace: dict | None = None  # `trace_figure`'s JSON-able dict, when the request asked for it and it rendered
 
     @classmethod
     def success(cls, image: np.ndarray, timings: dict[str, float] | None = None) -> RenderResult:
