@@ -166,3 +166,27 @@ def test_config_defaults_are_the_papers_and_mistakes_are_rejected():
         RewardConfig.model_validate({"bakend": "hf"})
     with pytest.raises(ValidationError):
         RewardConfig.model_validate({"formula": {"terms": [{"name": "clip_score"}]}})
+
+
+@pytest.mark.parametrize("task", sorted(CATEGORIES))
+def test_default_limits_compile_and_bound_descriptions_exactly(task):
+    """The default limits (400-character descriptions) once crashed xgrammar's compiler; the block spelling of
+    long bounds must compile and still admit exactly 0..max characters."""
+    import xgrammar as xgr
+    from xgrammar.testing import _get_matcher_from_grammar
+
+    from pipeline.reward.schema import schema_json
+
+    limits = JudgementLimits()
+    grammar = xgr.Grammar.from_json_schema(schema_json(task, limits), any_whitespace=False, separators=(",", ":"))
+    cat = CATEGORIES[task][0]
+    counts = ",".join(f'"{c}":{int(c == cat)}' for c in CATEGORIES[task])
+
+    def answer(n_chars: int) -> bytes:
+        return (f'{{"errors":[{{"category":"{cat}","severity":1,"location":"x","description":"{"é" * n_chars}"}}],'
+                f'"counts":{{{counts}}}}}').encode()
+
+    for n in (0, 99, 100, 250, limits.max_description_chars):
+        matcher = _get_matcher_from_grammar(grammar)
+        assert matcher.accept_string(answer(n)) and matcher.is_terminated(), n
+    assert not _get_matcher_from_grammar(grammar).accept_string(answer(limits.max_description_chars + 1))

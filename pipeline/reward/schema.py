@@ -34,8 +34,20 @@ _TEXT_CHAR = r"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[\u00a0-\u07ff]|[\u0800-\ud7ff]|[
 MAX_BYTES_PER_CHAR = 3
 
 
+# xgrammar 0.2.8 fails to compile a single bounded repetition of that alternation above ~130 characters
+# (`grammar_functor.cc: Check failed: per_rule_fsm_hashes`), which the default 400-character descriptions hit.
+# Longer bounds are spelled as blocks of _BLOCK characters: the same language, exactly 0..max_chars long.
+_BLOCK = 100
+
+
 def text_pattern(max_chars: int) -> str:
-    return f"^{_TEXT_CHAR}{{0,{max_chars}}}$"
+    if max_chars <= _BLOCK:
+        return f"^{_TEXT_CHAR}{{0,{max_chars}}}$"
+    full, rest = divmod(max_chars, _BLOCK)
+    block = f"(?:{_TEXT_CHAR}{{{_BLOCK}}})"
+    shorter = f"{block}{{0,{full - 1}}}{_TEXT_CHAR}{{0,{_BLOCK - 1}}}"  # 0 .. full*_BLOCK - 1 characters
+    longest = f"{block}{{{full}}}{_TEXT_CHAR}{{0,{rest}}}"  # full*_BLOCK .. max_chars characters
+    return f"^(?:{shorter}|{longest})$"
 
 
 def json_schema(task: str, limits: JudgementLimits) -> dict[str, Any]:
