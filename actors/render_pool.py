@@ -64,7 +64,8 @@ class RenderWorker:
             try:
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(
-                    self._executor, renderer.render, request.code, request.size, request.timeout_s)
+                    self._executor, renderer.render, request.code, request.size, request.timeout_s,
+                    bool(request.trace))
             except Exception as e:
                 log.exception("renderer raised")
                 return RenderResult.fail(RenderFailure.CRASHED, f"renderer raised {type(e).__name__}: {e}")

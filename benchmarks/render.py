@@ -1,13 +1,20 @@
 """Render throughput, measured side by side in one run, pinned to one CPU core (renders/s per core).
 
-    .venv/bin/python benchmarks/render.py [--rounds 4] [--fresh-every 3] [--no-pin]
+    .venv/bin/python benchmarks/render.py [--rounds 7] [--repeat 2] [--fresh-every 1] [--no-pin] [--charts-only]
+                                          [--no-fresh]
 
-chart modes (same snippets, same output size, same capture code):
-  sandboxed   ChartRenderer: zygote fork per snippet + full child sandbox, pixels over a pipe
-  in-process  UNSAFE: exec in this process (what a naive reward function does; leaks state between snippets)
+chart modes (same snippets, same output size, same capture code, same RGBA → RGB fit, same blank check):
+  sandboxed   ChartRenderer: zygote fork per snippet + full child sandbox, pixels through shared memory
+  in-process  UNSAFE: exec in this process, with what any honest in-process renderer must do per snippet
+              (fresh figures: close all afterwards; rcParams restored: matplotlib.rc_context)
   fresh       a new `python` per snippet that imports matplotlib and savefig()s a PNG (official scripts)
 plus SVG (sandboxed cairosvg, 336×336) and table (Chromium, reused page) throughput.
-Modes are interleaved round by round so background load hits them alike.
+
+Noise (other tenants share the cores): the modes are interleaved round by round, in a rotating order, and
+every figure printed is a median over rounds with its min–max spread; the sandboxed / in-process ratio is taken
+per round (both measured within seconds of each other) before the median. Rates are given per wall-clock second
+(pinned to one core) and per CPU-second (this process, the zygote and all their children), which other tenants
+disturb much less.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,15 +112,19 @@ def pin_to_one_core() -> int:
     return core
 
 
-def render_in_process(code: str) -> None:
-    """UNSAFE baseline: the same capture code as the sandbox child, run in this process."""
+def render_in_process(code: str, timings: dict | None = None) -> None:
+    """UNSAFE baseline: the same capture code as the sandbox child, run in this process. Per snippet it does
+    what an honest in-process renderer must (and no more): rcParams restored afterwards, all figures closed."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     from pipeline.render import chart_child
     from pipeline.render.image import is_blank
 
     try:
-        is_blank(chart_child.run(code, SIZE, {"max_side_px": 2048, "max_figures": 4}))  # same output checks
+        with matplotlib.rc_context():
+            rgb, _ = chart_child.run(code, SIZE, {"max_side_px": 2048, "max_figures": 4}, timings)
+        is_blank(rgb)  # same output check as the renderer
     finally:
         plt.close("all")
 
@@ -150,12 +162,19 @@ def cpu_seconds(zygote_pid: int | None = None) -> float:
     return total
 
 
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """median [min–max]"""
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds over the chart snippets")
-    parser.add_argument("--repeat", type=int, default=4, help="passes over the snippets per round and mode")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (medians are over these)")
+    parser.add_argument("--repeat", type=int, default=2, help="passes over the chart snippets per round and mode")
     parser.add_argument("--fresh-every", type=int, default=1, help="fresh-process passes per round (slow)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one core")
+    parser.add_argument("--charts-only", action="store_true", help="skip SVG and table throughput")
+    parser.add_argument("--no-fresh", action="store_true", help="skip the fresh-process mode (quick A/B runs)")
     args = parser.parse_args()
 
     core = None if args.no_pin else pin_to_one_core()
@@ -174,53 +193,90 @@ def main() -> None:
         result = chart.render(code, size=SIZE)
         assert result.ok, result.detail
         render_in_process(code)
-    render_fresh_process(variant(CHARTS[0], 0), workdir)
+    if not args.no_fresh:
+        render_fresh_process(variant(CHARTS[0], 0), workdir)
 
-    modes = {
-        "sandboxed": lambda c: chart.render(c, size=SIZE),
-        "in-process": render_in_process,
-        "fresh": lambda c: render_fresh_process(c, workdir),
-    }
-    totals = {mode: [0.0, 0.0, 0] for mode in modes}  # wall s, cpu s, renders
+    sandboxed_timings: list[dict] = []
+    in_process_timings: list[dict] = []
+
+    def sandboxed(code: str) -> None:
+        result = chart.render(code, size=SIZE)
+        assert result.ok, result.detail
+        sandboxed_timings.append(result.timings)
+
+    def in_process(code: str) -> None:
+        timings: dict = {}
+        t0 = time.perf_counter()
+        render_in_process(code, timings)
+        timings["total_s"] = time.perf_counter() - t0
+        in_process_timings.append(timings)
+
+    modes = {"sandboxed": sandboxed, "in-process": in_process,
+             "fresh": lambda c: render_fresh_process(c, workdir)}
+    if args.no_fresh:
+        del modes["fresh"]
+    wall_rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu_rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    counts = dict.fromkeys(modes, 0)
+    order = list(modes)
     for round_index in range(args.rounds):
         batch = chart_batch(args.repeat, start=1000 * (round_index + 1))  # same snippets for every mode
-        for mode, fn in modes.items():
+        for mode in order[round_index % len(order):] + order[: round_index % len(order)]:  # rotate the order
             items = batch[: len(CHARTS) * args.fresh_every] if mode == "fresh" else batch
             cpu0 = cpu_seconds(chart.zygote_pid)
-            totals[mode][0] += timed(fn, items)
-            totals[mode][1] += cpu_seconds(chart.zygote_pid) - cpu0
-            totals[mode][2] += len(items)
-    rate = {mode: n / wall for mode, (wall, _, n) in totals.items()}
-    cpu_rate = {mode: n / cpu for mode, (_, cpu, n) in totals.items()}
+            wall = timed(modes[mode], items)
+            cpu = cpu_seconds(chart.zygote_pid) - cpu0
+            wall_rates[mode].append(len(items) / wall)
+            cpu_rates[mode].append(len(items) / cpu)
+            counts[mode] += len(items)
     chart.close()
 
-    svg = SvgRenderer()
-    svg.render(SVGS[0])
-    svg_items = SVGS * 30
-    svg_rate = len(svg_items) / timed(lambda s: svg.render(s), svg_items)
-    svg.close()
-
-    table = TableRenderer()
-    table.render(TABLES[0])
-    table_items = TABLES * 20
-    table_rate = len(table_items) / timed(lambda t: table.render(t), table_items)
-    table.close()
+    svg_rate = table_rate = None
+    if not args.charts_only:
+        svg = SvgRenderer()
+        svg.render(SVGS[0])
+        svg_items = SVGS * 30
+        svg_rate = len(svg_items) / timed(lambda s: svg.render(s), svg_items)
+        svg.close()
+        table = TableRenderer()
+        table.render(TABLES[0])
+        table_items = TABLES * 20
+        table_rate = len(table_items) / timed(lambda t: table.render(t), table_items)
+        table.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
     pinned = f"pinned to CPU {core}" if core is not None else "not pinned"
-    print(f"Render throughput ({pinned}; chart output {SIZE[0]}x{SIZE[1]}, {len(CHARTS)} snippets)")
-    print("                      wall-clock (pinned)   per CPU-second   renders")
+    print(f"Render throughput ({pinned}; chart output {SIZE[0]}x{SIZE[1]}, {len(CHARTS)} snippets, "
+          f"{args.rounds} interleaved rounds; median [min-max] over rounds)")
+    print(f"  {'':<18} {'renders/s (wall, 1 core)':<26} {'renders per CPU-second':<26} renders")
     for mode in modes:
-        n = totals[mode][2]
-        print(f"  chart {mode:<11} {rate[mode]:8.2f} renders/s   {cpu_rate[mode]:8.2f} /cpu-s   {n:5d}")
-    print(f"  svg   sandboxed   {svg_rate:8.2f} renders/s  (336x336, wall-clock)")
-    print(f"  table chromium    {table_rate:8.2f} renders/s  (768x768, page reused, wall-clock)")
-    for other, target in (("in-process", 0.8), ("fresh", 4.0)):
-        print(f"ratio sandboxed / {other:<10}: wall {rate['sandboxed'] / rate[other]:5.2f}   "
-              f"cpu {cpu_rate['sandboxed'] / cpu_rate[other]:5.2f}   (target >= {target:g})")
+        print(f"  chart {mode:<11}  {spread(wall_rates[mode]):<26} {spread(cpu_rates[mode]):<26} {counts[mode]}")
+    if svg_rate is not None:
+        print(f"  svg   sandboxed    {svg_rate:8.2f} renders/s  (336x336, wall-clock)")
+        print(f"  table chromium     {table_rate:8.2f} renders/s  (768x768, page reused, wall-clock)")
+    targets = [("in-process", 0.8), ("fresh", 4.0)]
+    for other, target in targets:
+        if other not in modes:
+            continue
+        wall_ratio = [a / b for a, b in zip(wall_rates["sandboxed"], wall_rates[other])]
+        cpu_ratio = [a / b for a, b in zip(cpu_rates["sandboxed"], cpu_rates[other])]
+        print(f"ratio sandboxed / {other:<10}: wall {spread(wall_ratio)}   cpu {spread(cpu_ratio)}   "
+              f"(per-round pairs; target >= {target:g})")
+    print("time per chart render, median ms (sandboxed phases; transfer = renderer side: request/reply pipes,"
+          " copy out of shared memory, blank check):")
+    def med_ms(rows: list[dict], key: str) -> str:
+        values = [row[key] for row in rows if key in row]
+        return f"{statistics.median(values) * 1000:6.1f}" if values else "     -"
+    transfer = [{"t": t["total_s"] - t["zygote_s"]} for t in sandboxed_timings]
+    wait = [{"t": t["zygote_s"] - t["fork_s"] - t["sandbox_s"] - t["run_s"]} for t in sandboxed_timings]
+    print(f"  sandboxed : fork {med_ms(sandboxed_timings, 'fork_s')}  sandbox {med_ms(sandboxed_timings, 'sandbox_s')}"
+          f"  exec {med_ms(sandboxed_timings, 'exec_s')}  capture {med_ms(sandboxed_timings, 'capture_s')}"
+          f"  copy {med_ms(sandboxed_timings, 'copy_s')}  reply+reap {med_ms(wait, 't')}"
+          f"  transfer {med_ms(transfer, 't')}  total {med_ms(sandboxed_timings, 'total_s')}")
+    print(f"  in-process: {'':<27} exec {med_ms(in_process_timings, 'exec_s')}  capture "
+          f"{med_ms(in_process_timings, 'capture_s')}  {'':<37}total {med_ms(in_process_timings, 'total_s')}")
     load = os.getloadavg()[0]
-    print(f"(load average during the run: {load:.1f} on {os.cpu_count()} cores; wall-clock rates suffer from "
-          "other tenants, CPU-second rates much less)")
+    print(f"(load average at the end: {load:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,17 @@ def test_mixed_batch_in_order_with_typed_failures(pool):
     assert pool.layers["chart"]["seccomp"].startswith("ok")
 
 
+def test_map_returns_traces_only_when_asked(pool):
+    traced_chart = "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2], color='#ff0000')\nplt.title('t')\n"
+    results = pool.map([RenderRequest("chart", traced_chart, trace=True), RenderRequest("chart", traced_chart),
+                        RenderRequest("svg", SVG, trace=True)])
+    assert all(r.ok for r in results), [r.detail for r in results]
+    assert results[0].trace["types"] == ["bar"] and "t" in results[0].trace["texts"]
+    assert set(results[0].trace["colors"]) == {"#ff0000"}
+    assert results[1].trace is None and results[2].trace is None
+    assert np.array_equal(results[0].image, results[1].image)
+
+
 def test_async_api(pool):
     async def main():
         return await asyncio.gather(*(pool.render_async(RenderRequest("svg", SVG)) for _ in range(4)))

@@ -11,6 +11,7 @@ Nothing here imports pyplot at module import time.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -73,15 +74,17 @@ def _hex(color: Any) -> str | None:
     return None if rgba[3] == 0 else to_hex(rgba, keep_alpha=False)
 
 
-def trace_figure(fig: Any, calls: list[str]) -> dict[str, Any]:
-    """Texts, layout cells, chart types and artist colours of a drawn figure, as JSON-able lists."""
+def trace_figure(fig: Any, calls: list[str], draw: bool = True) -> dict[str, Any]:
+    """Texts, layout cells, chart types and artist colours of a figure, as JSON-able lists. `draw=False`
+    when the caller has just drawn it (the render child), so it is not drawn twice."""
     from matplotlib.collections import Collection
     from matplotlib.image import AxesImage
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.text import Text
 
-    fig.canvas.draw()  # tick labels only exist after a draw
+    if draw:
+        fig.canvas.draw()  # tick labels only exist after a draw
     texts: list[str] = []
     colors: list[str] = []
     layout: list[list[int]] = []
@@ -110,6 +113,76 @@ def trace_figure(fig: Any, calls: list[str]) -> dict[str, Any]:
                 colors.append(f"cmap:{artist.get_cmap().name}")
     types = [CHART_CALLS[c] for c in calls if CHART_CALLS.get(c)]
     return {"texts": texts, "layout": layout, "types": types, "colors": [c for c in colors if c]}
+
+
+def trace_figures(figs: list[Any], calls: list[str], draw: bool = True) -> dict[str, Any]:
+    """`trace_figure` over several figures (a script that output more than one): texts, layout cells and
+    colours of all of them together; chart types once, from the calls."""
+    merged: dict[str, Any] = {"texts": [], "layout": [], "types": [], "colors": []}
+    for fig in figs:
+        one = trace_figure(fig, [], draw=draw)
+        for key in ("texts", "layout", "colors"):
+            merged[key].extend(one[key])
+    merged["types"] = [CHART_CALLS[c] for c in calls if CHART_CALLS.get(c)]
+    return merged
+
+
+# Bounds on a trace. It is computed next to untrusted code (in the render sandbox child), so whoever reads it
+# back validates it against these; they also keep the child's reply frame well under its 1 MiB header cap.
+TRACE_MAX_ITEMS = {"texts": 256, "layout": 256, "types": 256, "colors": 1024}
+TRACE_MAX_TEXT_CHARS = 160
+TRACE_MAX_GRID = 10_000  # rows / cols / cell index of one subplot spec
+TRACE_KEYS = ("texts", "layout", "types", "colors")
+CHART_TYPES = frozenset(t for t in CHART_CALLS.values() if t)
+_HEX_COLOR = re.compile(r"#[0-9a-f]{6}")
+_CMAP_COLOR = re.compile(r"cmap:[A-Za-z0-9_.+\-]{1,64}")
+
+
+class InvalidTrace(ValueError):
+    """A trace that is not what `trace_figure` produces (wrong keys, types, sizes): forged or corrupted."""
+
+
+def bound_trace(trace: dict[str, Any]) -> dict[str, Any]:
+    """Clip an honest trace to the bounds, keeping it valid: long texts cut, long lists truncated, colour-map
+    names reduced to safe characters, out-of-range layout numbers clamped."""
+    def cmap_safe(color: str) -> str:
+        if not color.startswith("cmap:"):
+            return color
+        name = re.sub(r"[^A-Za-z0-9_.+\-]", "_", color[5:])[:64]
+        return f"cmap:{name or '_'}"
+
+    colors = [cmap_safe(str(c)) for c in trace["colors"]]
+    return {
+        "texts": [str(t)[:TRACE_MAX_TEXT_CHARS] for t in trace["texts"][: TRACE_MAX_ITEMS["texts"]]],
+        "layout": [[min(max(int(v), 0), TRACE_MAX_GRID) for v in cell]
+                   for cell in trace["layout"][: TRACE_MAX_ITEMS["layout"]]],
+        "types": [t for t in trace["types"] if t in CHART_TYPES][: TRACE_MAX_ITEMS["types"]],
+        "colors": [c for c in colors if _HEX_COLOR.fullmatch(c) or _CMAP_COLOR.fullmatch(c)]
+        [: TRACE_MAX_ITEMS["colors"]],
+    }
+
+
+def validate_trace(trace: Any) -> dict[str, Any]:
+    """Return `trace` as a fresh, plain dict if it has exactly the shape `bound_trace` produces; else raise
+    InvalidTrace. Nothing is coerced: an untrusted trace is either well-formed or rejected."""
+    if type(trace) is not dict or set(trace) != set(TRACE_KEYS):
+        raise InvalidTrace(f"expected keys {list(TRACE_KEYS)}")
+    for key in TRACE_KEYS:
+        if type(trace[key]) is not list or len(trace[key]) > TRACE_MAX_ITEMS[key]:
+            raise InvalidTrace(f"{key}: not a list of at most {TRACE_MAX_ITEMS[key]} items")
+    if not all(type(t) is str and len(t) <= TRACE_MAX_TEXT_CHARS for t in trace["texts"]):
+        raise InvalidTrace(f"texts: every item must be a string of at most {TRACE_MAX_TEXT_CHARS} chars")
+    if not all(type(cell) is list and len(cell) == 4
+               and all(type(v) is int and 0 <= v <= TRACE_MAX_GRID for v in cell)
+               for cell in trace["layout"]):
+        raise InvalidTrace("layout: every cell must be 4 small non-negative ints")
+    if not all(type(t) is str and t in CHART_TYPES for t in trace["types"]):
+        raise InvalidTrace("types: unknown chart type")
+    if not all(type(c) is str and (_HEX_COLOR.fullmatch(c) or _CMAP_COLOR.fullmatch(c))
+               for c in trace["colors"]):
+        raise InvalidTrace("colors: every item must be #rrggbb or cmap:<name>")
+    return {"texts": list(trace["texts"]), "layout": [list(c) for c in trace["layout"]],
+            "types": list(trace["types"]), "colors": list(trace["colors"])}
 
 
 def _f1(common: float, n_pred: int, n_ref: int) -> float:

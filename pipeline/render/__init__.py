@@ -2,6 +2,7 @@
 
     from pipeline.render import render
     result = render("chart", code)          # RenderResult(ok, image HxWx3 uint8, failure, detail, timings)
+    result = render("chart", code, trace=True)   # ... and result.trace (texts, layout, types, colours)
 
 `render()` keeps one lazily created renderer per kind for the whole process (fast in a loop). Long-lived
 services (the Ray render pool) hold `ChartRenderer`, `SvgRenderer`, `TableRenderer` directly.
@@ -47,11 +48,14 @@ def configure(config: RenderConfig) -> None:
 
 
 def render(kind: RenderKind, code: str, size: tuple[int, int] | None = None,
-           timeout_s: float | None = None) -> RenderResult:
+           timeout_s: float | None = None, trace: bool = False) -> RenderResult:
     """Render untrusted `code` of `kind` in the sandbox. Never raises for bad code: failures are typed.
 
     size=(W, H) defaults to the kind's configured size (chart 640×480, svg 336×336, table 768×768);
     timeout_s defaults to the kind's limit (chart 15 s, svg 10 s, table 10 s).
+    trace=True (charts): result.trace is the ChartMimic-style trace (pipeline/evaluate/chart_trace.py) recorded
+    inside the sandbox and validated; None for other kinds, failed renders, or a broken tracer (then
+    result.detail says why).
     """
     if kind not in RENDER_KINDS:
         return RenderResult.fail(RenderFailure.INVALID_INPUT, f"unknown kind {kind!r}")
@@ -59,7 +63,7 @@ def render(kind: RenderKind, code: str, size: tuple[int, int] | None = None,
         renderer = _renderers.get(kind)
         if renderer is None:
             renderer = _renderers[kind] = make_renderer(kind, _default_config)
-    return renderer.render(code, size=size, timeout_s=timeout_s)
+    return renderer.render(code, size=size, timeout_s=timeout_s, trace=trace)
 
 
 def close_all() -> None:

@@ -1,7 +1,8 @@
 """Chart kind: execute matplotlib code (Agg) and capture its figure(s) as pixels.
 
 `warm()` runs once in the zygote: import pyplot and the modules chart code usually imports, draw a
-representative figure so fonts, glyph and text-layout caches are hot, then the zygote freezes the heap.
+representative figure and programs like the synthetic generators' (every chart type and style sheet), resolve
+common fonts, so fonts, glyph and text-layout caches are hot; then the zygote freezes the heap.
 `run()` runs in each forked child: seed, neutralise show()/savefig()/backend switches, exec, draw.
 """
 
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import importlib
 import random
+import time
 from typing import Any
 
 import numpy as np
 
 from pipeline.render.image import fit_to_size, rgba_to_rgb_on_white
 from pipeline.render.result import RenderFailure
-from pipeline.render.snippet import SnippetFailed, classify
+from pipeline.render.snippet import SnippetFailed, classify, last_line
 
 # Imported in the zygote so snippets find them in sys.modules (fast, and no file access needed later).
 # Heavy libraries (pandas: +68 MB resident, which every fork and exit pays for) are not here: snippets that
@@ -32,6 +34,10 @@ PRELOAD = (
 )
 
 MIN_DPI = 20.0  # clamping never lowers the dpi below this (FreeType rejects tiny pixel sizes)
+# Synthetic-generator programs drawn at warm-up (options["warm_generated"] overrides; 0 turns it off).
+# Measured once, paired, on generated charts (noisy, loaded box): median ~15 ms less CPU per child; costs
+# zygote start-up time.
+WARMUP_GENERATED_CHARTS = 16
 
 _WARMUP_CODE = """
 import matplotlib.pyplot as plt, numpy as np, datetime
@@ -74,15 +80,76 @@ def warm(options: dict[str, Any]) -> None:
             pass
     import matplotlib.pyplot as plt
 
-    exec(compile(_WARMUP_CODE, "<warmup>", "exec"), {"__name__": "__warmup__"})
-    for num in plt.get_fignums():
-        _figure_rgba(plt.figure(num), max_side_px=2048)
+    # Loaded here so trace=True children find it in memory; trace=False children never touch it.
+    from pipeline.evaluate import chart_trace
+
+    tracer = chart_trace.ChartTracer().__enter__()
+    try:
+        exec(compile(_WARMUP_CODE, "<warmup>", "exec"), {"__name__": "__warmup__"})
+    finally:
+        tracer.__exit__(None, None, None)
+    figures = [plt.figure(num) for num in plt.get_fignums()]
+    for fig in figures:
+        _figure_rgba(fig, max_side_px=2048)
+    chart_trace.bound_trace(chart_trace.trace_figures(figures, tracer.calls, draw=False))
     plt.close("all")
+    if options.get("warm_generated", WARMUP_GENERATED_CHARTS):
+        _warm_generated_charts(options.get("warm_generated", WARMUP_GENERATED_CHARTS))
+    _warm_fonts()
 
 
-def run(code: str, size: tuple[int, int], options: dict[str, Any]) -> np.ndarray:
+def _warm_generated_charts(count: int) -> None:
+    """Draw the kinds of programs the synthetic data generators write (every chart type, style sheet, subplot
+    grid; pipeline/data/charts.py), so lazily built state they need (style sheets, fonts at their sizes, tick
+    formatters, colormaps, text layout) is in the zygote's heap instead of being rebuilt by every child."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
+    try:
+        from pipeline.data.charts import generate_chart
+    except ImportError:  # the renderer does not depend on the data package; it only warms better with it
+        return
+    rng = random.Random(0)
+    for _ in range(count):
+        code, _ = generate_chart(rng)
+        try:
+            with matplotlib.rc_context():  # the programs switch style sheets
+                exec(compile(code, "<warmup-generated>", "exec"), {"__name__": "__warmup__"})
+                for num in plt.get_fignums():
+                    _figure_rgba(plt.figure(num), max_side_px=2048)
+        except Exception:  # noqa: BLE001 - a generator bug only costs warm-up
+            pass
+        finally:
+            plt.close("all")
+
+
+def _warm_fonts() -> None:
+    """Resolve the font properties chart code commonly asks for (findfont caches per family, size, weight,
+    style), so a child does not score every installed font again for a title at fontsize=13."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    sizes = [*range(6, 25), 26, 28, 30, 32, 36, "xx-small", "x-small", "small", "medium", "large", "x-large",
+             "xx-large"]
+    for family in ("sans-serif", "serif", "monospace"):
+        for weight in ("normal", "bold"):
+            for style in ("normal", "italic"):
+                for size in sizes:
+                    get_font(findfont(FontProperties(family=family, weight=weight, style=style, size=size)))
+
+
+def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict[str, float] | None = None,
+        want_trace: bool = False) -> tuple[np.ndarray, dict | None]:
+    """Execute the snippet and capture its figure(s): (HxWx3 RGB of exactly `size`, trace or None).
+
+    `timings` receives exec_s (the snippet itself) and capture_s (drawing, RGBA→RGB, fitting). With
+    `want_trace` the plotting calls are recorded while the snippet runs and the drawn figures are traced
+    (pipeline/evaluate/chart_trace.py); a snippet that breaks the tracer costs only its trace, never the
+    image: the trace is then {"error": ...}, which the zygote turns into trace=None with a detail.
+    """
+    import matplotlib.pyplot as plt
+
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     np.random.seed(0)
     random.seed(0)
     captured = _neutralise_output_calls()
@@ -90,22 +157,57 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any]) -> np.ndarray
         compiled = compile(code, "<chart>", "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: source contains null bytes
         raise SnippetFailed(RenderFailure.SYNTAX_ERROR, f"{type(e).__name__}: {e}"[:500]) from None
+    tracer = _start_tracer() if want_trace else None
     try:
         exec(compiled, {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit:
         pass  # sys.exit() at the end of a script: keep what it drew
     except BaseException as e:  # noqa: BLE001 - untrusted code may raise anything
         raise classify(e) from None
+    t_exec = time.perf_counter()
+    timings["exec_s"] = t_exec - t0
 
     figures = _unique(captured) or [plt.figure(num) for num in plt.get_fignums()]
     if not figures:
         raise SnippetFailed(RenderFailure.NO_FIGURE, "the code created no matplotlib figure")
+    figures = figures[: options["max_figures"]]
     try:
-        images = [rgba_to_rgb_on_white(_figure_rgba(fig, options["max_side_px"]))
-                  for fig in figures[: options["max_figures"]]]
+        images = [rgba_to_rgb_on_white(_figure_rgba(fig, options["max_side_px"])) for fig in figures]
+        rgb = fit_to_size(_stack_vertically(images), size)
     except BaseException as e:  # noqa: BLE001 - drawing bad data raises from deep inside matplotlib
         raise classify(e) from None
-    return fit_to_size(_stack_vertically(images), size)
+    t_capture = time.perf_counter()
+    timings["capture_s"] = t_capture - t_exec
+    trace = None
+    if tracer is not None:
+        trace = _finish_trace(tracer, figures)
+        timings["trace_s"] = time.perf_counter() - t_capture
+    return rgb, trace
+
+
+def _start_tracer():
+    """A ChartTracer already entered, or the error text if the tracer could not start."""
+    from pipeline.evaluate.chart_trace import ChartTracer
+
+    try:
+        return ChartTracer().__enter__()
+    except BaseException as e:  # noqa: BLE001 - (the zygote-imported tracer cannot normally fail)
+        return f"tracer failed to start: {last_line(e)}"
+
+
+def _finish_trace(tracer, figures: list) -> dict:
+    """The bounded, JSON-able trace of the already drawn figures, or {"error": why}. Runs after untrusted
+    code, inside the sandbox: anything it raises (a snippet that monkeypatched matplotlib) is contained."""
+    from pipeline.evaluate.chart_trace import bound_trace, trace_figures
+
+    if isinstance(tracer, str):
+        return {"error": tracer}
+    try:
+        calls = list(tracer.calls)
+        tracer.__exit__(None, None, None)
+        return bound_trace(trace_figures(figures, calls, draw=False))
+    except BaseException as e:  # noqa: BLE001
+        return {"error": f"tracing failed: {last_line(e)}"}
 
 
 def _neutralise_output_calls() -> list:

@@ -174,7 +174,8 @@ class ForkServerRenderer:
 
     # -------------------------------------------------------------------------------------------- render
     def render(self, code: str, size: tuple[int, int] | None = None,
-               timeout_s: float | None = None) -> RenderResult:
+               timeout_s: float | None = None, trace: bool = False) -> RenderResult:
+        """`trace`: also return the chart trace (charts only; other kinds always give trace=None)."""
         t0 = time.perf_counter()
         request = prepare_request(code, size, timeout_s, self.kind_config, self.config.sandbox.max_code_chars)
         if isinstance(request, RenderResult):
@@ -184,14 +185,15 @@ class ForkServerRenderer:
             if self._proc is None or self._proc.poll() is not None:
                 self._kill()
                 self._start()
-            result = self._render_locked(code, size, timeout_s)
+            result = self._render_locked(code, size, timeout_s, trace and self.kind == "chart")
         result.timings["total_s"] = time.perf_counter() - t0
         return result
 
-    def _render_locked(self, code: str, size: tuple[int, int], timeout_s: float) -> RenderResult:
+    def _render_locked(self, code: str, size: tuple[int, int], timeout_s: float, trace: bool) -> RenderResult:
         w, h = size
         try:
-            write_frame(self._proc.stdin.fileno(), {"size": [w, h], "timeout_s": timeout_s}, code.encode())
+            write_frame(self._proc.stdin.fileno(), {"size": [w, h], "timeout_s": timeout_s, "trace": trace},
+                        code.encode())
             header, _ = read_frame(self._proc.stdout.fileno(), 0,
                                    time.monotonic() + timeout_s + ZYGOTE_REPLY_SLACK_S)
         except (OSError, FrameError, FrameTimeout, PeerClosed) as e:
@@ -203,7 +205,10 @@ class ForkServerRenderer:
         image = np.frombuffer(self._pixels, dtype=np.uint8, count=w * h * 3).reshape(h, w, 3).copy()
         if is_blank(image, self.config.blank_tolerance):
             return RenderResult.fail(RenderFailure.BLANK_IMAGE, "every pixel has the same colour", timings)
-        return RenderResult.success(image, timings)
+        result = RenderResult.success(image, timings)
+        if trace:  # the zygote validated it; a missing trace comes with the reason
+            result.trace, result.detail = header.get("trace"), str(header.get("detail", ""))[:500]
+        return result
 
 
 class ChartRenderer(ForkServerRenderer):
@@ -225,12 +230,12 @@ class ChartRenderer(ForkServerRenderer):
                 "extra_preload": list(self._extra_preload)}
 
     def render(self, code: str, size: tuple[int, int] | None = None,
-               timeout_s: float | None = None) -> RenderResult:
+               timeout_s: float | None = None, trace: bool = False) -> RenderResult:
         if not self._extra_preload and isinstance(code, str) and self._heavy_import.search(code):
             if self._heavy is None:
                 self._heavy = ChartRenderer(self.config, extra_preload=tuple(self.config.chart.heavy_modules))
-            return self._heavy.render(code, size, timeout_s)
-        return super().render(code, size, timeout_s)
+            return self._heavy.render(code, size, timeout_s, trace)
+        return super().render(code, size, timeout_s, trace)
 
     def close(self) -> None:
         if self._heavy is not None:

@@ -6,6 +6,7 @@ data: URLs; the child's Landlock and network namespace back that up.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,14 @@ def warm(options: dict[str, Any]) -> None:
     _draw(_WARMUP_SVG, 64, 64)
 
 
-def run(code: str, size: tuple[int, int], options: dict[str, Any]) -> np.ndarray:
+def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict[str, float] | None = None,
+        want_trace: bool = False) -> tuple[np.ndarray, None]:
+    """(HxWx3 RGB of exactly `size`, None): SVGs have no trace; `timings` gets draw_s."""
     from xml.etree.ElementTree import ParseError
 
     from defusedxml import DefusedXmlException
 
+    t0 = time.perf_counter()
     width, height = size
     try:
         premultiplied_bgra = _draw(code.encode("utf-8"), width, height)
@@ -46,7 +50,9 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any]) -> np.ndarray
     rgb = (premultiplied_bgra[..., 2::-1].astype(np.uint16) + (255 - alpha)).clip(0, 255).astype(np.uint8)
     if rgb.shape[:2] != (height, width):  # cairosvg honours the output size; guard anyway
         rgb = np.asarray(Image.fromarray(rgb).resize((width, height)))
-    return rgb
+    if timings is not None:
+        timings["draw_s"] = time.perf_counter() - t0
+    return rgb, None
 
 
 def _draw(svg: bytes, width: int, height: int) -> np.ndarray:

@@ -118,7 +118,8 @@ class TableRenderer:
 
     # -------------------------------------------------------------------------------------------- public
     def render(self, code: str, size: tuple[int, int] | None = None,
-               timeout_s: float | None = None) -> RenderResult:
+               timeout_s: float | None = None, trace: bool = False) -> RenderResult:
+        """`trace` is accepted for a uniform interface; tables have no trace (always None)."""
         t0 = time.perf_counter()
         request = prepare_request(code, size, timeout_s, self.kind_config, self.config.sandbox.max_code_chars)
         if isinstance(request, RenderResult):

@@ -3,8 +3,9 @@ renderer for its kind, enters its own network (and mount) namespace, verifies wh
 freezes its heap, and then forks one confined child per snippet.
 
 Protocol on stdin/stdout (see protocol.py): one hello frame {"layers": {...}}; then per request
-{"size": [W, H], "timeout_s": s} + code (UTF-8) → {"ok", "failure", "detail", "timings"}; on success the
-W*H*3 RGB bytes are in the shared pixel buffer (a memfd the renderer passed in).
+{"size": [W, H], "timeout_s": s, "trace": bool} + code (UTF-8)
+→ {"ok", "failure", "detail", "timings", "trace"}; on success the W*H*3 RGB bytes are in the shared pixel buffer (a memfd the renderer passed in), and "trace" is
+the validated chart trace (or None, with the reason in "detail") when one was asked for.
 The zygote never runs untrusted code itself and trusts nothing a child sends back beyond its validated frame.
 """
 
@@ -127,11 +128,12 @@ class Zygote:
             except PeerClosed:
                 return  # the renderer closed the pipe or died: nothing left to serve
             header = self.render_one(code.decode("utf-8", "replace"), tuple(request["size"]),
-                                     float(request["timeout_s"]))
+                                     float(request["timeout_s"]), bool(request.get("trace", False)))
             write_frame(out_fd, header)
             self._finish_deferred()
 
-    def render_one(self, code: str, size: tuple[int, int], timeout_s: float) -> dict:
+    def render_one(self, code: str, size: tuple[int, int], timeout_s: float,
+                   want_trace: bool = False) -> dict:
         t0 = time.perf_counter()
         # The previous child was SIGKILLed before its reply went out; wait until it is really gone so it
         # cannot touch the shared pixel buffer or the temp-dir quota of this one.
@@ -144,22 +146,26 @@ class Zygote:
         except Exception as e:  # noqa: BLE001 - never run a snippet under fewer layers than probed
             shutil.rmtree(workdir, ignore_errors=True)
             return _failure(RenderFailure.CRASHED, f"sandbox preparation failed: {e}")
+        expected = size[0] * size[1] * 3
+        # Wipe the previous render's pixels: a child that forges an "ok" reply on the result pipe (instead of
+        # drawing) must get a blank image, not the last snippet's (say, the reference it is compared with).
+        np.frombuffer(self.pixels, dtype=np.uint8, count=expected)[:] = 0
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # ---- child: never returns
             os.close(r)
-            self._child(w, code, size, workdir, active, prepared)
+            self._child(w, code, size, workdir, active, prepared, want_trace)
         os.close(w)
         prepared.release()
         t_forked = time.perf_counter()
-        expected = size[0] * size[1] * 3
         try:
             header, _ = read_frame(r, 0, time.monotonic() + timeout_s)
-            header = _validate_child_reply(header, expected)
+            header = _validate_child_reply(header, expected, want_trace)
         except FrameTimeout:
             header = _failure(RenderFailure.TIMEOUT, f"exceeded the {timeout_s:g} s wall-clock limit")
-        except (FrameError, TypeError, ValueError, AttributeError) as e:
-            # Only code that tampered with the result pipe produces a malformed frame.
+        except (FrameError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            # Only code that tampered with the result pipe produces a malformed frame (OverflowError: a
+            # timing sent as a 400-digit integer).
             header = _failure(RenderFailure.SANDBOX_VIOLATION, f"invalid result from child: {e}"[:300])
         except PeerClosed:
             header = None
@@ -216,7 +222,7 @@ class Zygote:
         self._deferred = still_running
 
     def _child(self, result_fd: int, code: str, size: tuple[int, int], workdir: str, layers: set[str],
-               prepared: sandbox.PreparedLayers) -> None:
+               prepared: sandbox.PreparedLayers, want_trace: bool) -> None:
         t0 = time.perf_counter()
         try:
             devnull = os.open("/dev/null", os.O_RDWR)
@@ -232,16 +238,19 @@ class Zygote:
             _write_and_exit(result_fd, _failure(RenderFailure.CRASHED, f"sandbox setup failed: {e}"))
         t_setup = time.perf_counter()
         gc.set_threshold(50_000, 50, 50)  # a short-lived process: collect rarely (memory is capped anyway)
+        run_timings: dict[str, float] = {}
         try:
-            rgb = self.module.run(code, size, self.options)
+            rgb, trace = self.module.run(code, size, self.options, run_timings, want_trace)
+            t_run = time.perf_counter()
             np.frombuffer(self.pixels, dtype=np.uint8, count=rgb.nbytes)[:] = rgb.reshape(-1)
-            header = {"ok": True, "nbytes": rgb.nbytes}
+            run_timings["copy_s"] = time.perf_counter() - t_run
+            header = {"ok": True, "nbytes": rgb.nbytes, "trace": trace}
         except SnippetFailed as f:
             header = _failure(f.failure, f.detail)
         except BaseException as e:  # noqa: BLE001
             f = classify(e)
             header = _failure(f.failure, f.detail)
-        header["timings"] = {"sandbox_s": t_setup - t0, "run_s": time.perf_counter() - t_setup}
+        header["timings"] = {**run_timings, "sandbox_s": t_setup - t0, "run_s": time.perf_counter() - t_setup}
         _write_and_exit(result_fd, header)
 
 
@@ -264,19 +273,36 @@ def _failure(failure: RenderFailure, detail: str) -> dict:
     return {"ok": False, "failure": failure.value, "detail": detail[:500]}
 
 
-def _validate_child_reply(header: dict, expected: int) -> dict:
+def _validate_child_reply(header: dict, expected: int, want_trace: bool = False) -> dict:
     """Accept only the fields we asked for, with the right types and sizes."""
     timings = header.get("timings")
-    clean_timings = {str(k)[:32]: float(v) for k, v in timings.items()
+    clean_timings = {str(k)[:32]: float(v) for k, v in list(timings.items())[:32]
                      if isinstance(v, (int, float))} if isinstance(timings, dict) else {}
     if header.get("ok") is True:
         if header.get("nbytes") != expected:
             raise FrameError(f"expected {expected} bytes of pixels, got {str(header.get('nbytes'))[:20]}")
-        return {"ok": True, "timings": clean_timings}
+        trace, detail = _validate_trace(header.get("trace")) if want_trace else (None, "")
+        return {"ok": True, "timings": clean_timings, "trace": trace, "detail": detail}
     failure = header.get("failure")
     if failure not in {f.value for f in RenderFailure}:
         raise FrameError(f"unknown failure {str(failure)[:50]!r}")
     return {**_failure(RenderFailure(failure), str(header.get("detail", ""))), "timings": clean_timings}
+
+
+def _validate_trace(trace: object) -> tuple[dict | None, str]:
+    """(trace, "") for a well-formed chart trace from the child, else (None, why). The trace is computed next
+    to untrusted code, which can write anything into it or the pipe: only `validate_trace`'s shape passes."""
+    from pipeline.evaluate.chart_trace import InvalidTrace, validate_trace
+
+    if trace is None:
+        return None, "no trace: the child sent none"
+    if type(trace) is dict and set(trace) == {"error"}:  # the child's own report of a broken tracer
+        return None, f"no trace: {str(trace['error'])[:300]}"
+    try:
+        return validate_trace(trace), ""
+    except Exception as e:  # noqa: BLE001 - InvalidTrace, or anything else odd about it: rejected, never a crash
+        reason = str(e) if isinstance(e, InvalidTrace) else type(e).__name__
+        return None, f"trace rejected: {reason}"[:300]
 
 
 def _kill_group(pid: int) -> None:
