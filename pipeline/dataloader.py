@@ -6,14 +6,16 @@ resumed from a checkpoint draws exactly the batch the interrupted run would have
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
+from pipeline.evaluate.chart_metrics import reference_trace
 from pipeline.sample import TASK_KINDS, Sample
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ class Prompt:
     messages: list[dict[str, Any]]
     ground_truth_code: str | None
     source_id: str  # stable id of the row, e.g. "visual_erm_rl/synth_chart#17"
+    extra: dict[str, Any] = field(default_factory=dict)  # copied into each Sample's extra (reference trace)
 
 
 def structured_messages(prompt: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -68,7 +71,10 @@ def parse_row(row: dict[str, Any], where: str) -> Prompt:
     messages = structured_messages(row.get("prompt") or [], where)
     ground_truth = (row.get("reward_model") or {}).get("ground_truth")
     source_id = f"{row.get('data_source', '?')}#{extra.get('index', where)}"
-    return Prompt(task, image, messages, ground_truth, source_id)
+    # Charts: the reference's ChartMimic-style trace stored by synth, so evaluation need not re-run its code.
+    trace = reference_trace(extra) if task == "chart" else None
+    return Prompt(task, image, messages, ground_truth, source_id,
+                  extra={"reference_chart_trace": trace} if trace else {})
 
 
 def load_prompts(paths: Iterable[Path]) -> tuple[list[Prompt], list[str]]:
@@ -124,6 +130,7 @@ class PromptLoader:
                     prompt_id=f"e{self.epoch}p{self.position}:{prompt.source_id}",
                     messages=prompt.messages,
                     ground_truth_code=prompt.ground_truth_code,
+                    extra=copy.deepcopy(prompt.extra),  # a sample may annotate its own copy
                 )
             )
             self.position += 1

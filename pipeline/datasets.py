@@ -18,7 +18,7 @@ from pipeline.config import DatasetConfig
 from pipeline.dataloader import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
-SYNTH_VERSION = 1  # bump when the generators change what a seed produces
+SYNTH_VERSION = 2  # bump when the generators change what a seed produces (2: chart rows carry their trace)
 
 
 def prepare_datasets(cfg: DatasetConfig) -> tuple[list[Prompt], list[Prompt]]:

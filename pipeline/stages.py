@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.evaluate.chart_metrics import CHART_SCORE_KEYS, chart_scores, failed_chart_scores, is_trace
 from pipeline.evaluate.image_metrics import image_metrics
 from pipeline.evaluate.table_metrics import teds
 from pipeline.render.result import RenderRequest
@@ -15,9 +16,16 @@ from pipeline.sample import Sample
 from pipeline.tasks import get_task
 
 
-def render_stage(samples: list[Sample], render_pool) -> list[Sample]:
+# Sample.extra keys of the chart traces (pipeline/evaluate/chart_trace.py): the rendering's, and the
+# reference's (from the dataset row's extra_info.chart_trace, when the data loader carries it).
+RENDER_TRACE = "render_trace"
+REFERENCE_TRACE = "reference_chart_trace"
+
+
+def render_stage(samples: list[Sample], render_pool, trace_charts: bool = False) -> list[Sample]:
     """Extract each response's code and render it; a sample without code is passed on (the reward's failure
-    rules score it), a render failure is recorded by type."""
+    rules score it), a render failure is recorded by type. `trace_charts`: charts also come back with their
+    ChartMimic-style trace, kept in `extra["render_trace"]` (None when tracing gave none)."""
     todo = []
     for s in samples:
         extraction = get_task(s.task).extract_code(s.response_text)
@@ -25,14 +33,38 @@ def render_stage(samples: list[Sample], render_pool) -> list[Sample]:
         s.code = extraction.code
         if extraction.code is not None:
             todo.append(s)
-    results = render_pool.map([RenderRequest(s.task, s.code) for s in todo]) if todo else []
-    for s, r in zip(todo, results, strict=True):
+    requests = [RenderRequest(s.task, s.code, trace=trace_charts and s.task == "chart") for s in todo]
+    results = render_pool.map(requests) if todo else []
+    for s, req, r in zip(todo, requests, results, strict=True):
         if r.ok:
             s.rendered_image = r.image
+            if req.trace:
+                s.extra[RENDER_TRACE] = r.trace
         else:
             s.render_error = r.failure.value
             s.extra["render_detail"] = r.detail[:300]
     return samples
+
+
+def reference_traces(samples: list[Sample], render_pool) -> tuple[list[dict | None], int]:
+    """Each chart sample's reference trace: the one its dataset row carried, else traced now from its ground
+    truth code in the render pool (one render per distinct prompt; the count is returned)."""
+    out: list[dict | None] = [None] * len(samples)
+    todo: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.task != "chart":
+            continue
+        stored = s.extra.get(REFERENCE_TRACE)
+        if is_trace(stored):
+            out[i] = stored
+        elif s.ground_truth_code:
+            todo.setdefault(s.ground_truth_code, []).append(i)
+    codes = list(todo)
+    results = render_pool.map([RenderRequest("chart", code, trace=True) for code in codes]) if codes else []
+    for code, r in zip(codes, results, strict=True):
+        for i in todo[code]:
+            out[i] = r.trace if r.ok and is_trace(r.trace) else None
+    return out, len(codes)
 
 
 def reward_stage(samples: list[Sample], reward_pool) -> list[Sample]:
@@ -43,13 +75,24 @@ def reward_stage(samples: list[Sample], reward_pool) -> list[Sample]:
     return samples
 
 
+# chart_scores() keys → eval/chart/<name>
+CHART_EVAL_NAMES = {"text_f1": "text_f1", "layout_f1": "layout_f1", "type_f1": "type_f1",
+                    "color_f1": "color_f1", "chart_low_level": "low_level"}
+
+
 def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], list[Sample]], render_pool,
                     reward_pool) -> dict[str, float]:
-    """Greedy responses on held-out prompts: reward, render success, SSIM / MSE per task, TEDS for tables."""
-    samples = render_stage(generate(prompts), render_pool)
+    """Greedy responses on held-out prompts: reward, render success, SSIM / MSE per task, TEDS for tables, and
+    for charts ChartMimic-style text / layout / type / colour F1 and their mean (`low_level`) between the
+    traces of rendering and reference. A chart without a trace of its own (no code, render failure, tracing
+    failed) scores 0 on those; a rendered one without a trace is counted in eval/chart/trace_missing. A chart
+    whose reference has no trace gets no chart scores, counted in eval/chart/no_reference_trace."""
+    samples = render_stage(generate(prompts), render_pool, trace_charts=True)
     reward_pool.function.finalize(samples, reward_pool.measure(samples))
+    ref_traces, traced_now = reference_traces(samples, render_pool)
     per_task: dict[str, dict[str, list[float]]] = {}
-    for s in samples:
+    chart_counts: Counter = Counter()
+    for s, ref_trace in zip(samples, ref_traces):
         m = per_task.setdefault(s.task, {"reward": [], "render_ok": [], "ssim": [], "mse": [], "teds": []})
         m["reward"].append(float(s.reward))
         m["render_ok"].append(float(s.rendered_image is not None))
@@ -62,6 +105,18 @@ def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], li
             m["mse"].append(1.0)
         if s.task == "table" and s.ground_truth_code:
             m["teds"].append(teds(s.code, s.ground_truth_code))
+        if s.task == "chart":
+            if ref_trace is None:
+                chart_counts["no_reference_trace"] += 1
+                continue
+            own = s.extra.get(RENDER_TRACE)
+            if is_trace(own):
+                scores = chart_scores(own, ref_trace)
+            else:  # no code or a render failure (counted above), or a rendering that came back untraced
+                chart_counts["trace_missing"] += s.rendered_image is not None
+                scores = failed_chart_scores()
+            for key in CHART_SCORE_KEYS:
+                m.setdefault(CHART_EVAL_NAMES[key], []).append(scores[key])
     out: dict[str, float] = {"eval/samples": len(samples)}
     for task, metrics in sorted(per_task.items()):
         for name, values in metrics.items():
@@ -70,4 +125,8 @@ def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], li
     out["eval/reward"] = float(np.mean([s.reward for s in samples])) if samples else 0.0
     for kind, count in Counter(s.render_error for s in samples if s.render_error).items():
         out[f"eval/render_failures/{kind}"] = count
+    if any(s.task == "chart" for s in samples):
+        out["eval/chart/trace_missing"] = chart_counts["trace_missing"]
+        out["eval/chart/no_reference_trace"] = chart_counts["no_reference_trace"]
+        out["eval/chart/reference_traced"] = traced_now
     return out

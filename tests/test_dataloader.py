@@ -65,3 +65,24 @@ def test_order_is_seeded_covers_each_epoch_and_resumes_exactly(dataset):
     assert [s.ground_truth_code for s in other_seed] != first_epoch
     with pytest.raises(ValueError, match="does not match"):
         PromptLoader(prompts[:5], batch_size=4, seed=7).load_state_dict(state)
+
+
+def test_a_chart_rows_stored_trace_reaches_its_samples_and_a_forged_one_is_ignored(tmp_path):
+    import json
+
+    trace = {"texts": ["Sales"], "layout": [[1, 1, 0, 0]], "types": ["bar"], "colors": ["#1f77b4"]}
+    good = _row(0)
+    good["extra_info"]["chart_trace"] = json.dumps(trace)
+    forged = _row(1)
+    forged["extra_info"]["chart_trace"] = json.dumps({**trace, "types": ["rm -rf"]})
+    write_parquet([good, forged], tmp_path / "t.parquet")
+    prompts, rejected = load_prompts([tmp_path / "t.parquet"])
+    assert not rejected
+    by_index = {p.source_id: p for p in prompts}
+    assert by_index["test/chart#0"].extra == {"reference_chart_trace": trace}
+    assert by_index["test/chart#1"].extra == {}  # invalid → traced again at evaluation, and counted there
+    samples = PromptLoader(prompts, 2, seed=0).next_batch()
+    with_trace = [s for s in samples if s.extra]
+    assert len(with_trace) == 1 and with_trace[0].extra["reference_chart_trace"] == trace
+    with_trace[0].extra["reference_chart_trace"]["texts"].append("x")  # samples must not share the prompt's dict
+    assert by_index["test/chart#0"].extra["reference_chart_trace"]["texts"] == ["Sales"]

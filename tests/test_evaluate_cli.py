@@ -27,7 +27,7 @@ class FakeResult:
     detail: str = ""
 
 
-def code_render(task, code, config=None):
+def code_render(task, code, config=None, trace=False):
     """Same code → same image; different code → different image (a stand-in for the real renderer)."""
     seed = sum(code.strip().encode()) % (2**32)  # whitespace around code does not change a drawing
     return FakeResult(True, np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8))

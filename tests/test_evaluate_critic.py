@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pipeline.evaluate.critic import (
-    Counts, Discrepancy, JudgeMatcher, Match, RecordError, SimilarityMatcher, evaluate_predictions,
+    Counts, Discrepancy, LLMJudgeMatcher, Match, RecordError, SimilarityMatcher, evaluate_predictions,
     normalize_category, parse_discrepancies, pearson, score_item, summarize,
 )
 
@@ -126,17 +126,38 @@ def test_invalid_annotation_is_a_clear_error():
         evaluate_predictions([("a", "table", [], [d("shape")])])
 
 
-def test_judge_matcher_validates_answer_and_falls_back():
-    pred = parse_discrepancies([d("data", 2, "bar", "bar too high"), d("text", 1, "title", "typo")], "chart")
-    ann = parse_discrepancies([d("data", 2, "bar", "bar too high"), d("style", 1, "title", "typo")], "chart")
-    answer = ('Sure. {"matches": [{"predicted": 0, "annotated": 0, "level": "full"},'
-              ' {"predicted": 1, "annotated": 1, "level": "full"},'  # categories differ: discarded
-              ' {"predicted": 0, "annotated": 1, "level": "partial"},'  # index reused: discarded
-              ' {"predicted": 7, "annotated": 0, "level": "full"}]}')
-    prompts = []
-    judge = JudgeMatcher(lambda p: prompts.append(p) or answer)
-    assert judge("chart", pred, ann) == [Match(0, 0, "full")]
-    assert "bar too high" in prompts[0]
-    broken = JudgeMatcher(lambda p: "I think they match")
-    assert broken("chart", pred, ann) == [Match(0, 0, "full")]  # deterministic fallback
-    assert broken.judge_failures == 1
+def test_llm_judge_matcher_asks_same_category_pairs_and_counts_failures():
+    pred = parse_discrepancies([d("data", 2, "bar", "bar too high"), d("text", 1, "title", "typo"),
+                                d("data", 1, "bar 3", "colour")], "chart")
+    ann = parse_discrepancies([d("data", 2, "bar", "bar too high"), d("style", 1, "title", "typo"),
+                               d("data", 1, "bar 3", "wrong colour")], "chart")
+    asked = []
+    # pairs asked (same category only): (0,0) (0,2) (2,0) (2,2); scripted per prompt content
+    script = {("bar too high", "bar too high"): '{"verdict":"yes"}',
+              ("colour", "wrong colour"): '{"verdict":"partial"}'}
+
+    def judge(prompts):
+        asked.extend(prompts)
+        out = []
+        for p in prompts:
+            x, y = (line.split('"description": "')[1].split('"')[0] for line in p.splitlines()
+                    if line.startswith(("X:", "Y:")))
+            out.append(script.get((x, y), '{"verdict":"no"}'))
+        return out
+
+    matcher = LLMJudgeMatcher(judge)
+    assert matcher("chart", pred, ann) == [Match(0, 0, "full"), Match(2, 2, "partial")]
+    assert len(asked) == 4 and matcher.judge_failures == 0
+    assert matcher.verdicts == {"yes": 1, "partial": 1, "no": 2}
+
+    # Invalid JSON is retried; still invalid after max_attempts → judge failure, scored as "no".
+    answers = iter(['not json', '{"verdict":"yes"}', 'nope', '{"verdict":"maybe"}'])
+    flaky = LLMJudgeMatcher(lambda prompts: [next(answers) for _ in prompts], max_attempts=2)
+    one = parse_discrepancies([d("data", 2, "bar", "x")], "chart")
+    assert flaky("chart", one, one) == [Match(0, 0, "full")]  # second attempt answered
+    assert flaky.judge_retries == 1 and flaky.judge_failures == 0
+    assert flaky("chart", one, one) == []  # 'nope', then a verdict outside the schema
+    assert flaky.judge_failures == 1 and flaky.verdicts["no"] == 1
+    # A judge that answers the wrong number of items is a failure for each pair, not a crash.
+    short = LLMJudgeMatcher(lambda prompts: [], max_attempts=1)
+    assert short("chart", one, one) == [] and short.judge_failures == 1

@@ -19,6 +19,9 @@ class DataConfig(Strict):
     render_timeout_s: Optional[float] = Field(None, gt=0)  # None = the renderer's per-kind limit
     # Tables: "mixed" writes ~30 % of merge-free tables as Markdown, the rest as HTML.
     table_format: Literal["mixed", "html", "markdown"] = "mixed"
+    # Charts: store the reference's ChartMimic-style trace with each row (extra_info.chart_trace), so policy
+    # evaluation scores text/layout/type/colour F1 without re-running reference code.
+    chart_traces: bool = True
     # Targeted edits: how many errors one pair carries, and how hard to try for each.
     edits_per_pair: tuple[int, int] = (1, 3)
     proposals_per_edit: int = Field(4, ge=1)

@@ -2,6 +2,8 @@
 
 Every attempted item is accounted for: rendered items go to the parquet file, the others to
 `failures.jsonl` with the renderer's typed reason, and `summary.json` holds the counts and success rate.
+Chart rows also carry the reference's ChartMimic-style trace (`extra_info.chart_trace`, JSON) when the
+renderer returned one; rendered charts without it are counted (`untraced`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm import tqdm
 from pipeline.data.config import DataConfig
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.records import png_bytes, write_json, write_parquet
+from pipeline.evaluate.chart_metrics import TRACE_FIELD, encode_trace, is_trace
 from pipeline.tasks import get_task
 
 
@@ -27,6 +30,7 @@ class SynthSummary:
     requested: int
     rendered: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    untraced: int = 0  # chart rows written without a reference trace (tracing off, or none came back)
     seconds: float = 0.0
 
     @property
@@ -37,16 +41,22 @@ class SynthSummary:
         return {**asdict(self), "success_rate": self.success_rate}
 
 
-def default_render(task: str, code: str, config: DataConfig):
+def default_render(task: str, code: str, config: DataConfig, trace: bool = False):
     from pipeline.render import render  # imported late: generators and edits work without the renderer
 
-    return render(task, code, size=config.size_for(task), timeout_s=config.render_timeout_s)
+    return render(task, code, size=config.size_for(task), timeout_s=config.render_timeout_s,
+                  trace=trace and task == "chart")
+
+
+def reference_render(task: str, code: str, config: DataConfig):
+    """What synth renders references with: charts traced too, unless `config.chart_traces` is off."""
+    return default_render(task, code, config, trace=config.chart_traces)
 
 
 def synthesize(task: str, n: int, out_dir: Path, config: Optional[DataConfig] = None, split: str = "train",
                render_fn: Optional[Callable] = None, progress: bool = True) -> SynthSummary:
     config = config or DataConfig()
-    render_fn = render_fn or default_render
+    render_fn = render_fn or reference_render
     spec = get_task(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,14 +73,20 @@ def synthesize(task: str, n: int, out_dir: Path, config: Optional[DataConfig] = 
                 failure_log.write(json.dumps({"index": index, "failure": reason, "detail": result.detail,
                                               "code": code}) + "\n")
                 continue
+            extra_info = {"index": index, "split": split, "task": task, "seed": config.seed,
+                          "meta": json.dumps(meta)}
+            if task == "chart":
+                trace = getattr(result, "trace", None)
+                # Every chart row has the column (parquet needs one schema); "" = no trace for this row.
+                extra_info[TRACE_FIELD] = encode_trace(trace) if is_trace(trace) else ""
+                summary.untraced += not is_trace(trace)
             rows.append({
                 "data_source": f"visual_erm_rl/synth_{task}",
                 "prompt": spec.verl_prompt(),
                 "images": [{"bytes": png_bytes(result.image)}],
                 "ability": f"{task}_to_code",
                 "reward_model": {"style": "model", "ground_truth": code},
-                "extra_info": {"index": index, "split": split, "task": task, "seed": config.seed,
-                               "meta": json.dumps(meta)},
+                "extra_info": extra_info,
             })
     summary.rendered = len(rows)
     summary.failures = dict(failures)

@@ -2,9 +2,12 @@
 
   critic --data PATH --critic CONFIG.yaml [--out results.json]
       VC-RewardBench metrics (F1 hard/soft, severity Pearson) of a critic on a targeted-edit set (parquet
-      dir/file from `python -m pipeline.data edits`) or a local VC-RewardBench copy (.jsonl/.json).
+      dir/file from `python -m pipeline.data edits`) or a local VC-RewardBench copy (.jsonl/.json). The
+      config's `matcher.kind` is `deterministic` (default) or `llm_judge` (a reward backend asked yes /
+      partial / no per pair, `matcher.judge.reward`); judge failures are counted and printed.
   policy --data DIR [--responses responses.jsonl] [--out results.json]
-      TEDS/TEDS-S (tables), code text metrics, SSIM and MSE of rendered responses on a synth dataset;
+      TEDS/TEDS-S (tables), code text metrics, SSIM and MSE of rendered responses on a synth dataset, and
+      for charts ChartMimic-style trace_text/layout/type/color_f1 and trace_chart_low_level (their mean);
       without --responses the reference code itself is scored (a harness check).
 """
 
@@ -53,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
             report = evaluate_critic(args.data, load_critic_config(args.critic), progress=not args.no_progress)
             print(format_summary(report["summary"]))
-            print(f"unusable critic answers: {report['critic_unusable_answers']}, judge failures: "
-                  f"{report['judge_failures']}, unscored items: {len(report['unscored'])}")
+            print(f"matcher: {report['matcher']}, "
+                  f"unusable critic answers: {report['critic_unusable_answers']}, judge failures: {report['judge_failures']}, unscored items: {len(report['unscored'])}")
+            if report["judge"]:
+                print(f"judge: {json.dumps(report['judge'])}")
         else:
             from pipeline.evaluate.policy import evaluate_policy, format_policy_summary, load_responses
 

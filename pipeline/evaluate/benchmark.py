@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError
 from pipeline.data.records import RecordFormatError
-from pipeline.evaluate.config import CriticEvalConfig
+from pipeline.evaluate.config import CriticEvalConfig, JudgeConfig
 from pipeline.evaluate.critic import (
-    ItemResult, JudgeMatcher, Matcher, RecordError, SimilarityMatcher, parse_discrepancies, score_item, summarize,
+    VERDICT_SCHEMA, ItemResult, LLMJudgeMatcher, Matcher, RecordError, SimilarityMatcher, parse_discrepancies,
+    score_item, summarize,
 )
 from pipeline.evaluate.records import BadRecord, BenchItem, iter_bench_items
 
@@ -44,10 +45,48 @@ def parse_critic_answer(answer: Any) -> Any:
 
 def make_matcher(config: CriticEvalConfig) -> Matcher:
     m = config.matcher
-    similarity = SimilarityMatcher(m.full_threshold, m.partial_threshold)
-    if m.kind == "judge":
-        return JudgeMatcher(import_target(m.judge_target), fallback=similarity)
-    return similarity
+    if m.kind == "llm_judge":
+        return LLMJudgeMatcher(backend_judge(m.judge), max_attempts=m.judge.max_attempts)
+    return SimilarityMatcher(m.full_threshold, m.partial_threshold)
+
+
+def _make_reward_backend(reward: dict, model_path: str | None, what: str):
+    from pipeline.config import ModelConfig
+    from pipeline.reward.backends import make_backend
+    from pipeline.reward.config import RewardConfig
+
+    try:
+        reward_cfg = RewardConfig.model_validate(reward)
+    except ValueError as e:
+        raise ConfigError(f"{what} is not a valid reward config: {e}") from None
+    return make_backend(reward_cfg, ModelConfig(path=model_path) if model_path else None)
+
+
+def backend_judge(cfg: JudgeConfig):
+    """The judge function of LLMJudgeMatcher, through the reward backend `cfg.reward` describes."""
+    backend = _make_reward_backend(cfg.reward, cfg.model_path, "matcher.judge.reward")
+    if not backend.supports_text:
+        backend.close()
+        raise ConfigError(f"matcher.judge: the {backend.name} reward backend cannot generate text; "
+                          "use hf, vllm or openai")
+    return text_judge(backend, cfg.max_new_tokens, cfg.batch_size)
+
+
+def text_judge(backend, max_new_tokens: int = 48, batch_size: int = 64):
+    """prompts → verdict answers through `backend.generate_text` under VERDICT_SCHEMA, in batches. A request
+    the backend could not answer becomes None (a judge failure after retries), never an exception."""
+    from pipeline.reward.backends import TextRequest
+
+    def judge(prompts: list[str]) -> list[str | None]:
+        answers = []
+        for start in range(0, len(prompts), batch_size):
+            requests = [TextRequest([{"role": "user", "content": p}], VERDICT_SCHEMA, max_new_tokens)
+                        for p in prompts[start : start + batch_size]]
+            answers.extend(a.text if a.error is None else None for a in backend.generate_text(requests))
+        return answers
+
+    judge.backend = backend  # so the caller can close it and read its stats
+    return judge
 
 
 def _predictions_file(path: str) -> dict[str, Any]:
@@ -65,6 +104,25 @@ def _predictions_file(path: str) -> dict[str, Any]:
 def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool = True) -> dict:
     """Summary per task and overall, per-item results, and every item that could not be scored (and why)."""
     matcher = make_matcher(config)
+    judge_backend = getattr(getattr(matcher, "judge", None), "backend", None)
+    try:
+        results, unscored, critic_failures = _score_all(data, config, matcher, progress)
+    finally:
+        if judge_backend is not None:
+            judge_backend.close()
+    return {
+        "summary": summarize(results, config.counting),
+        "matcher": config.matcher.kind,
+        "critic_unusable_answers": critic_failures,
+        "judge_failures": getattr(matcher, "judge_failures", 0),
+        "judge": matcher.stats() if isinstance(matcher, LLMJudgeMatcher) else None,
+        "unscored": unscored,
+        "items": [r.to_dict() for r in results],
+    }
+
+
+def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, progress: bool
+               ) -> tuple[list[ItemResult], list[dict], int]:
     predict = make_predictor(config)
     results: list[ItemResult] = []
     unscored: list[dict] = []
@@ -96,13 +154,7 @@ def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool =
             except RecordError as e:  # the annotation itself is malformed
                 unscored.append({"id": item.id, "reason": str(e)})
     bar.close()
-    return {
-        "summary": summarize(results, config.counting),
-        "critic_unusable_answers": critic_failures,
-        "judge_failures": getattr(matcher, "judge_failures", 0),
-        "unscored": unscored,
-        "items": [r.to_dict() for r in results],
-    }
+    return results, unscored, critic_failures
 
 
 def _chunks(iterable, size: int):
@@ -156,16 +208,9 @@ def make_predictor(config: CriticEvalConfig) -> Callable[[list[BenchItem]], list
 
 def _reward_backend_predictor(config: CriticEvalConfig) -> Callable[[list[BenchItem]], list[Answer]]:
     """The project's reward backend (HF / vLLM / OpenAI-compatible / fingerprint) as the critic, in batches."""
-    from pipeline.config import ModelConfig
-    from pipeline.reward.backends import JudgeRequest, make_backend
-    from pipeline.reward.config import RewardConfig
+    from pipeline.reward.backends import JudgeRequest
 
-    try:
-        reward_cfg = RewardConfig.model_validate(config.critic.reward)
-    except ValueError as e:
-        raise ConfigError(f"critic.reward is not a valid reward config: {e}") from None
-    model_cfg = ModelConfig(path=config.critic.model_path) if config.critic.model_path else None
-    backend = make_backend(reward_cfg, model_cfg)
+    backend = _make_reward_backend(config.critic.reward, config.critic.model_path, "critic.reward")
 
     def call(items):
         out: list[Answer] = [None] * len(items)

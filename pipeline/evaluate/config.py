@@ -39,17 +39,30 @@ class CriticSource(Strict):
         return self
 
 
+class JudgeConfig(Strict):
+    """The LLM judge of `matcher.kind: llm_judge`: a reward backend (hf / vllm / openai) asked text-only,
+    schema-constrained yes / partial / no questions."""
+
+    reward: dict[str, Any] = {}  # a RewardConfig mapping (backend + its section), validated when used
+    model_path: Optional[str] = None  # local checkpoint for hf / vllm; None = the tiny model built offline
+    max_new_tokens: int = Field(48, ge=8)  # a verdict is ~10 tokens; the schema bounds it
+    max_attempts: int = Field(2, ge=1)  # asks per pair before its answer counts as a judge failure ("no")
+    batch_size: int = Field(64, ge=1)  # pairs per backend call
+
+
 class MatcherConfig(Strict):
-    kind: Literal["similarity", "judge"] = "similarity"
+    """deterministic: same category + location/description word overlap (thresholds below);
+    llm_judge: same category + an LLM's yes / partial / no verdict per pair (`judge`)."""
+
+    kind: Literal["deterministic", "llm_judge"] = "deterministic"
     full_threshold: float = Field(0.5, ge=0, le=1)
     partial_threshold: float = Field(0.25, ge=0, le=1)
-    # judge: "module:function" taking a prompt string and returning the judge model's text
-    judge_target: Optional[str] = None
+    judge: JudgeConfig = JudgeConfig()
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.kind == "judge" and not self.judge_target:
-            raise ValueError("matcher.kind=judge needs matcher.judge_target ('module:function')")
+        if self.kind == "llm_judge" and not self.judge.reward.get("backend"):
+            raise ValueError("matcher.kind=llm_judge needs matcher.judge.reward.backend (hf, vllm or openai)")
         if self.partial_threshold > self.full_threshold:
             raise ValueError("matcher.partial_threshold must not exceed matcher.full_threshold")
         return self

@@ -130,87 +130,120 @@ class SimilarityMatcher:
         return 2 * len(wa & wb) / (len(wa) + len(wb))
 
     def __call__(self, task: str, predicted: list[Discrepancy], annotated: list[Discrepancy]) -> list[Match]:
-        from scipy.optimize import linear_sum_assignment
-
         if not predicted or not annotated:
             return []
         sim = np.array([[self.similarity(p, a) for a in annotated] for p in predicted])
-        rows, cols = linear_sum_assignment(sim, maximize=True)
-        matches = []
-        for i, j in zip(rows, cols):
-            s = sim[i, j]
-            if s >= self.full_threshold:
-                matches.append(Match(int(i), int(j), "full"))
-            elif s >= self.partial_threshold:
-                matches.append(Match(int(i), int(j), "partial"))
-        return sorted(matches, key=lambda m: m.predicted)
+        return assign(sim, self.full_threshold, self.partial_threshold)
 
 
-JUDGE_PROMPT = """You compare two lists of visual discrepancies found between a reference {task} image and a \
-rendering of generated code. PREDICTED was written by a critic, ANNOTATED by a person. Decide which predicted \
-item describes the same concrete problem (same element, cell or region, and the same kind of mistake) as which \
-annotated item.
-Rules: a pair must have the same category; each predicted and each annotated item is used at most once; use \
-"full" when both describe the same problem, "partial" when the predicted item points at the same problem but \
-is vaguer or gets a detail wrong; when unsure, leave items unmatched.
-Answer with one JSON object and nothing else: {{"matches": [{{"predicted": <index>, "annotated": <index>, \
-"level": "full" | "partial"}}]}}
+def assign(scores: np.ndarray, full_at: float, partial_at: float) -> list[Match]:
+    """One-to-one matching maximising the summed pair scores (Hungarian algorithm); an assigned pair scoring
+    ≥ full_at is a full match, ≥ partial_at a partial one, below that no match."""
+    from scipy.optimize import linear_sum_assignment
 
-PREDICTED:
-{predicted}
+    rows, cols = linear_sum_assignment(scores, maximize=True)
+    matches = []
+    for i, j in zip(rows, cols):
+        s = scores[i, j]
+        if s >= full_at:
+            matches.append(Match(int(i), int(j), "full"))
+        elif s >= partial_at:
+            matches.append(Match(int(i), int(j), "partial"))
+    return sorted(matches, key=lambda m: m.predicted)
 
-ANNOTATED:
-{annotated}"""
+
+JUDGE_PROMPT = """Two short reports describe visual differences between a reference {task} image and a \
+rendering of code that tried to reproduce it. Report X was written by a critic, report Y by a person.
+
+X: {predicted}
+Y: {annotated}
+
+Do X and Y describe the same discrepancy (the same element, cell or region, and the same kind of mistake)? \
+Answer "yes" if they do, "partial" if X points at the same problem but is vaguer or gets a detail wrong, \
+"no" otherwise. Answer with one JSON object: {{"verdict": "yes" | "partial" | "no"}}"""
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["yes", "partial", "no"]}},
+    "required": ["verdict"],
+    "additionalProperties": False,
+}
+VERDICT_SCORES = {"yes": 1.0, "partial": 0.5, "no": 0.0}
+
+
+def parse_verdict(text: Optional[str]) -> Optional[str]:
+    """'yes' / 'partial' / 'no' from the judge's JSON answer; None if the answer is not that JSON."""
+    if not text:
+        return None
+    try:
+        verdict = json.loads(text).get("verdict")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return verdict if verdict in VERDICT_SCORES else None
+
+
+# The judge: a batch of chat prompts → one answer text per prompt (None: no answer at all).
+JudgeFn = Callable[[list[str]], list[Optional[str]]]
 
 
 @dataclass
-class JudgeMatcher:
-    """LLM-judge matcher through any text generator (e.g. the reward backend's `generate`).
+class LLMJudgeMatcher:
+    """Pairwise LLM-judge matcher: the judge says for every same-category (predicted, annotated) pair whether
+    they describe the same discrepancy (yes / partial / no, a JSON answer under `VERDICT_SCHEMA`); the
+    verdicts (1 / 0.5 / 0) then go through the same one-to-one assignment as the deterministic matcher.
 
-    The judge's answer is checked, not trusted: indices out of range, category mismatches and repeated
-    indices are discarded. If the answer is not JSON the item falls back to `fallback` and is counted in
-    `judge_failures`, so a flaky judge is visible in the results instead of silently scoring zero.
+    A pair whose answer is still not valid JSON after `max_attempts` asks counts as a judge failure and as
+    "no"; failures are counted in `judge_failures`, so a flaky judge shows in the results, never crashes them.
     """
 
-    generate: Callable[[str], str]
-    fallback: Matcher = field(default_factory=SimilarityMatcher)
-    judge_failures: int = 0
+    judge: JudgeFn
+    max_attempts: int = 2
+    judge_pairs: int = 0  # pairs asked about
+    judge_failures: int = 0  # pairs without a valid verdict after all attempts (scored as "no")
+    judge_retries: int = 0  # extra asks spent on invalid answers
+    verdicts: dict[str, int] = field(default_factory=lambda: {"yes": 0, "partial": 0, "no": 0})
 
-    def prompt(self, task: str, predicted: list[Discrepancy], annotated: list[Discrepancy]) -> str:
-        def listing(items: list[Discrepancy]) -> str:
-            return json.dumps([{"index": i, **d.to_dict()} for i, d in enumerate(items)], ensure_ascii=False)
+    @staticmethod
+    def prompt(task: str, predicted: Discrepancy, annotated: Discrepancy) -> str:
+        def describe(d: Discrepancy) -> str:
+            return json.dumps({"category": d.category, "severity": d.severity, "location": d.location,
+                               "description": d.description}, ensure_ascii=False)
 
-        return JUDGE_PROMPT.format(task=task, predicted=listing(predicted), annotated=listing(annotated))
+        return JUDGE_PROMPT.format(task=task, predicted=describe(predicted), annotated=describe(annotated))
 
     def __call__(self, task: str, predicted: list[Discrepancy], annotated: list[Discrepancy]) -> list[Match]:
         if not predicted or not annotated:
             return []
-        answer = self.generate(self.prompt(task, predicted, annotated))
-        try:
-            raw = json.loads(answer[answer.index("{") : answer.rindex("}") + 1])
-            proposed = raw["matches"]
-            if not isinstance(proposed, list):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            self.judge_failures += 1
-            return self.fallback(task, predicted, annotated)
-        used_p: set[int] = set()
-        used_a: set[int] = set()
-        matches = []
-        for m in proposed:
-            if not isinstance(m, dict):
-                continue
-            i, j, level = m.get("predicted"), m.get("annotated"), m.get("level")
-            if not (isinstance(i, int) and isinstance(j, int) and level in ("full", "partial")):
-                continue
-            if not (0 <= i < len(predicted) and 0 <= j < len(annotated)) or i in used_p or j in used_a:
-                continue
-            if predicted[i].category != annotated[j].category or not predicted[i].valid:
-                continue
-            used_p.add(i)
-            used_a.add(j)
-            matches.append(Match(i, j, level))
-        return matches
+        pairs = [(i, j) for i, p in enumerate(predicted) for j, a in enumerate(annotated)
+                 if p.valid and p.category == a.category]
+        if not pairs:
+            return []
+        self.judge_pairs += len(pairs)
+        prompts = [self.prompt(task, predicted[i], annotated[j]) for i, j in pairs]
+        verdicts: list[Optional[str]] = [None] * len(pairs)
+        pending = list(range(len(pairs)))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            if attempt:
+                self.judge_retries += len(pending)
+            answers = self.judge([prompts[k] for k in pending])
+            if len(answers) != len(pending):  # a judge bug: treat the whole ask as unanswered
+                answers = [None] * len(pending)
+            for k, answer in zip(pending, answers):
+                verdicts[k] = parse_verdict(answer)
+            pending = [k for k in pending if verdicts[k] is None]
+        self.judge_failures += len(pending)
+        scores = np.zeros((len(predicted), len(annotated)))
+        for (i, j), verdict in zip(pairs, verdicts):
+            verdict = verdict or "no"
+            self.verdicts[verdict] += 1
+            scores[i, j] = VERDICT_SCORES[verdict]
+        return assign(scores, 1.0, 0.5)
+
+    def stats(self) -> dict[str, Any]:
+        return {"judge_pairs": self.judge_pairs, "judge_failures": self.judge_failures,
+                "judge_retries": self.judge_retries, "verdicts": dict(self.verdicts)}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """Policy evaluation over a synth-style dataset: extract code from each response, compare it with the
-reference code (task text metrics: TEDS/TEDS-S for tables, ...), render it and compare pixels (SSIM, MSE).
+reference code (task text metrics: TEDS/TEDS-S for tables, ...), render it and compare pixels (SSIM, MSE);
+charts are rendered with tracing and also get ChartMimic-style text/layout/type/colour F1 and their mean
+(`trace_*_f1`, `trace_chart_low_level`) against the reference trace stored in the row.
 
 Every item is counted: no code extracted and render failures score the worst value (SSIM 0, MSE 1,
-text metrics 0) and are tallied by reason, so a policy cannot look better by failing more.
+text metrics and chart F1s 0) and are tallied by reason, so a policy cannot look better by failing more.
+A rendered chart that came back without a trace also scores 0 (`trace_missing`). A chart row without a stored
+reference trace has its reference code traced here (`reference_traced`); if even that gives none, the item
+gets no chart scores and is counted (`no_reference_trace`).
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
+from pipeline.evaluate.chart_metrics import chart_scores, failed_chart_scores, is_trace, reference_trace
 from pipeline.evaluate.image_metrics import image_metrics
 from pipeline.tasks import get_task
+
+# The chart task's code-level metrics already include `text_f1`: the trace scores are named trace_text_f1,
+# trace_layout_f1, trace_type_f1, trace_color_f1 and trace_chart_low_level.
+TRACE_PREFIX = "trace_"
 
 
 def load_responses(path: str | Path) -> dict[int, str]:
@@ -34,15 +44,17 @@ def load_responses(path: str | Path) -> dict[int, str]:
     return out
 
 
-def _default_render(task, code):
+def _default_render(kind: str, code: str, trace: bool = False):
     from pipeline.render import render
 
-    return render(task, code)
+    return render(kind, code, trace=trace and kind == "chart")
 
 
 def evaluate_policy(data: str | Path, responses: Optional[dict[int, str]] = None,
                     render_fn: Optional[Callable] = None, progress: bool = True) -> dict:
-    """responses=None scores the ground-truth code itself (an oracle run: checks the harness, ~perfect)."""
+    """responses=None scores the ground-truth code itself (an oracle run: checks the harness, ~perfect).
+
+    render_fn(kind, code, trace=bool) -> RenderResult (with `.trace` for charts when trace=True)."""
     render_fn = render_fn or _default_render
     per_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -75,16 +87,25 @@ def evaluate_policy(data: str | Path, responses: Optional[dict[int, str]] = None
             items.append({"index": index, "error": f"bad reference code: {e}"})
             continue
         c[f"extract_{extraction.status}"] += 1
+        is_chart = task.kind == "chart"
+        ref_trace = _reference_trace(info, reference_code, render_fn, c) if is_chart else None
+        predicted_trace = None
         if extraction.ok:
-            result = render_fn(task.renderer, extraction.code)
+            result = render_fn(task.renderer, extraction.code, trace=is_chart)
             if result.ok:
                 c["rendered"] += 1
                 metrics.update(image_metrics(result.image, reference))
+                predicted_trace = getattr(result, "trace", None)
+                if is_chart and not is_trace(predicted_trace):
+                    c["trace_missing"] += 1
             else:
                 c[f"render_{getattr(result.failure, 'value', result.failure)}"] += 1
                 metrics.update({"ssim": 0.0, "mse": 1.0})
         else:
             metrics.update({"ssim": 0.0, "mse": 1.0})
+        if ref_trace is not None:
+            metrics.update(chart_scores(predicted_trace, ref_trace, TRACE_PREFIX) if is_trace(predicted_trace)
+                           else failed_chart_scores(TRACE_PREFIX))
         for k, v in metrics.items():
             per_task[task.kind][k].append(v)
         items.append({"index": index, "task": task.kind, "extraction": extraction.status, **metrics})
@@ -93,6 +114,20 @@ def evaluate_policy(data: str | Path, responses: Optional[dict[int, str]] = None
         summary[kind] = {"items": counts[kind]["items"], **{k: float(np.mean(v)) for k, v in sorted(m.items())}}
         summary[kind]["render_rate"] = counts[kind]["rendered"] / max(1, counts[kind]["items"])
     return {"summary": summary, "counts": {k: dict(v) for k, v in counts.items()}, "items": items}
+
+
+def _reference_trace(info: dict, reference_code: str, render_fn: Callable, counts: Counter) -> Optional[dict]:
+    """The row's stored reference trace; else trace the reference code now (counted); else None (counted)."""
+    stored = reference_trace(info)
+    if stored is not None:
+        return stored
+    result = render_fn("chart", reference_code, trace=True)
+    traced = getattr(result, "trace", None) if result.ok else None
+    if is_trace(traced):
+        counts["reference_traced"] += 1
+        return traced
+    counts["no_reference_trace"] += 1
+    return None
 
 
 def format_policy_summary(summary: dict) -> str:

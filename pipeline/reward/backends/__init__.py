@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pipeline.config import ModelConfig
-from pipeline.reward.backends.base import BackendUnavailable, JudgeRequest, RawAnswer, RewardBackend
+from pipeline.reward.backends.base import (
+    BackendUnavailable, JudgeRequest, RawAnswer, RewardBackend, TextRequest,
+)
 from pipeline.reward.config import RewardConfig
 
 
@@ -28,4 +30,4 @@ def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None,
     raise ValueError(f"unknown reward backend {cfg.backend!r}")
 
 
-__all__ = ["BackendUnavailable", "JudgeRequest", "RawAnswer", "RewardBackend", "make_backend"]
+__all__ = ["BackendUnavailable", "JudgeRequest", "RawAnswer", "RewardBackend", "TextRequest", "make_backend"]

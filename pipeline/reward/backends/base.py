@@ -3,6 +3,9 @@
 A backend only has to turn (task, reference, rendering) pairs into raw text answers (`_generate`); checking
 the answers, retrying invalid ones and turning bad input into explicit failed judgements is shared here, so
 every backend counts failures the same way and never raises on a bad pair.
+
+Backends that serve a language model also answer text-only chats constrained to a small JSON Schema
+(`generate_text`): the critic evaluation's LLM-judge matcher asks its yes / partial / no questions that way.
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ class RawAnswer:
 
 
 @dataclass
+class TextRequest:
+    """A text-only chat whose answer must follow `schema` (a JSON Schema), answered greedily."""
+
+    messages: list[dict[str, Any]]  # [{"role": "user", "content": "..."}]; content is plain text
+    schema: dict[str, Any]
+    max_new_tokens: int = 64
+
+
+@dataclass
 class BackendStats:
     pairs: int = 0
     generated: int = 0  # model answers produced (including retries)
@@ -52,6 +64,8 @@ class BackendStats:
     bad_inputs: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     invalid_examples: list[dict] = field(default_factory=list)  # the first few invalid answers, for logs
+    text_requests: int = 0  # text-only chats asked (generate_text)
+    text_errors: int = 0  # of those, how many got no answer at all (backend or transport failure)
 
     def count(self, reason: str) -> None:
         key = reason.split(":", 1)[0]
@@ -78,8 +92,37 @@ class RewardBackend(ABC):
     def _generate(self, task: str, pairs: list[tuple[Image.Image, Image.Image]], attempt: int) -> list[RawAnswer]:
         """One answer per (reference, rendering) pair, in order."""
 
+    def _generate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        """One schema-constrained answer per text-only chat, in order (backends with a language model)."""
+        raise BackendUnavailable(f"the {self.name} reward backend has no text generation")
+
+    @property
+    def supports_text(self) -> bool:
+        return type(self)._generate_text is not RewardBackend._generate_text
+
     def close(self) -> None:
         pass
+
+    def generate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        """Answer text-only chats under their JSON Schemas; the i-th answer belongs to the i-th request.
+
+        Never raises for a failed call: every request of it gets a RawAnswer with `error` set. Whether an
+        answer is acceptable is the caller's decision (it knows the schema's meaning), and so are retries.
+        """
+        if not requests:
+            return []
+        self.stats.text_requests += len(requests)
+        try:
+            answers = self._generate_text(requests)
+            if len(answers) != len(requests):
+                raise RuntimeError(f"backend returned {len(answers)} answers for {len(requests)} chats")
+        except BackendUnavailable:
+            raise
+        except Exception as e:  # the whole call failed: every chat in it gets the reason
+            log.exception("reward backend %s failed on %d text chats", self.name, len(requests))
+            answers = [RawAnswer(error=f"backend:{type(e).__name__}: {e}"[:300])] * len(requests)
+        self.stats.text_errors += sum(a.error is not None for a in answers)
+        return answers
 
     # -- shared ------------------------------------------------------------------------------------------
     def prepare(self, request: JudgeRequest) -> tuple[Image.Image, Image.Image]:

@@ -7,6 +7,7 @@ small logits processor provides vLLM's (subtract the penalty from every token al
 
 from __future__ import annotations
 
+import json
 import logging
 
 import torch
@@ -16,7 +17,7 @@ from xgrammar.contrib.hf import LogitsProcessor as GrammarLogitsProcessor
 
 from pipeline.config import ModelConfig
 from pipeline.models import load_model_and_processor
-from pipeline.reward.backends.base import RawAnswer, RewardBackend
+from pipeline.reward.backends.base import RawAnswer, RewardBackend, TextRequest
 from pipeline.reward.config import RewardConfig
 from pipeline.reward.prompts import messages
 from pipeline.reward.schema import CATEGORIES, schema_json
@@ -65,7 +66,8 @@ class HFBackend(RewardBackend):
         # The mask must be as wide as the model's logits (the lm_head may be padded past the tokenizer).
         vocab_size = self.model.config.get_text_config().vocab_size
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=self.eos_ids)
-        compiler = xgr.GrammarCompiler(info)
+        compiler = self.compiler = xgr.GrammarCompiler(info)
+        self.text_grammars: dict[str, xgr.CompiledGrammar] = {}  # by schema JSON (a judge uses one schema)
         self.grammars = {
             task: compiler.compile_json_schema(schema_json(task, cfg.limits), any_whitespace=False,
                                                separators=(",", ":"))
@@ -111,4 +113,54 @@ class HFBackend(RewardBackend):
             finish = "stop" if stop is not None else "length"
             text = self.processor.tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True)
             answers.append(RawAnswer(text, finish))
+        return answers
+
+    # -- text-only chats (the critic evaluation's LLM judge) ---------------------------------------------
+    def _text_grammar(self, schema: dict) -> "xgr.CompiledGrammar":
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self.text_grammars:
+            self.text_grammars[key] = self.compiler.compile_json_schema(key, any_whitespace=False,
+                                                                        separators=(",", ":"))
+        return self.text_grammars[key]
+
+    @staticmethod
+    def _structured(messages: list[dict]) -> list[dict]:
+        """Plain-string turns → the processor's content lists (its chat template expects them)."""
+        return [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+                if isinstance(m.get("content"), str) else m for m in messages]
+
+    @torch.no_grad()
+    def _generate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        answers: list[RawAnswer] = []
+        bs = self.cfg.hf.max_batch_size
+        # One generate() per run of requests sharing a schema and budget (a grammar serves one schema).
+        start = 0
+        while start < len(requests):
+            first = requests[start]
+            end = start + 1
+            while (end < len(requests) and end - start < bs and requests[end].schema == first.schema
+                   and requests[end].max_new_tokens == first.max_new_tokens):
+                end += 1
+            answers.extend(self._generate_text_batch(requests[start:end]))
+            start = end
+        return answers
+
+    def _generate_text_batch(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        template = self.processor.apply_chat_template
+        prompts = [template(self._structured(r.messages), add_generation_prompt=True, tokenize=False)
+                   for r in requests]
+        inputs = self.processor(text=prompts, return_tensors="pt", padding=True,
+                                return_mm_token_type_ids=True).to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        grammar = GrammarLogitsProcessor(self._text_grammar(requests[0].schema))
+        out = self.model.generate(**inputs, max_new_tokens=requests[0].max_new_tokens,
+                                  logits_processor=transformers.LogitsProcessorList([grammar]),
+                                  eos_token_id=self.eos_ids, do_sample=False, temperature=None, top_p=None,
+                                  top_k=None)
+        answers = []
+        decode = self.processor.tokenizer.decode
+        for ids in out[:, prompt_len:].tolist():
+            stop = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
+            text = decode(ids if stop is None else ids[:stop], skip_special_tokens=True)
+            answers.append(RawAnswer(text, "stop" if stop is not None else "length"))
         return answers

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.reward.backends.base import RawAnswer, RewardBackend
+from pipeline.reward.backends.base import RawAnswer, RewardBackend, TextRequest
 from pipeline.reward.config import EndpointConfig, RewardConfig
 from pipeline.reward.images import png_data_url
 from pipeline.reward.prompts import messages
@@ -103,6 +103,21 @@ class OpenAIBackend(RewardBackend):
             body["guided_json"] = schema
         return body
 
+    def text_body(self, request: TextRequest) -> dict[str, Any]:
+        """A text-only chat (no images), greedy, constrained to the request's schema like the image path."""
+        body: dict[str, Any] = {"model": self.ocfg.model, "messages": request.messages,
+                                "max_tokens": request.max_new_tokens, "temperature": 0.0, "top_p": 1.0}
+        mode = self.ocfg.structured_output
+        if mode == "response_format":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "text_answer", "schema": request.schema,
+                                                       "strict": True}}
+        elif mode == "structured_outputs":
+            body["structured_outputs"] = {"json": request.schema}
+        elif mode == "guided_json":
+            body["guided_json"] = request.schema
+        return body
+
     # -- endpoint choice ---------------------------------------------------------------------------------
     async def _acquire(self, avoid: EndpointState | None) -> EndpointState:
         async with self._slot:
@@ -168,12 +183,22 @@ class OpenAIBackend(RewardBackend):
     async def _agenerate(self, task, pairs) -> list[RawAnswer]:
         return list(await asyncio.gather(*(self._request(self.body(task, r, p)) for r, p in pairs)))
 
+    def _worst_case_s(self, n: int) -> float:
+        o = self.ocfg
+        waves = -(-n // max(1, sum(e.cfg.max_concurrency for e in self.endpoints)))
+        per_wave = (o.max_retries + 1) * (o.timeout_s + o.connect_timeout_s + o.backoff_max_s)
+        return per_wave * max(1, waves) + 30
+
     def _generate(self, task, pairs, attempt):
         fut = asyncio.run_coroutine_threadsafe(self._agenerate(task, pairs), self.loop)
-        o = self.ocfg
-        waves = -(-len(pairs) // max(1, sum(e.cfg.max_concurrency for e in self.endpoints)))
-        worst = (o.max_retries + 1) * (o.timeout_s + o.connect_timeout_s + o.backoff_max_s) * max(1, waves) + 30
-        return fut.result(timeout=worst)
+        return fut.result(timeout=self._worst_case_s(len(pairs)))
+
+    async def _agenerate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        return list(await asyncio.gather(*(self._request(self.text_body(r)) for r in requests)))
+
+    def _generate_text(self, requests):
+        fut = asyncio.run_coroutine_threadsafe(self._agenerate_text(requests), self.loop)
+        return fut.result(timeout=self._worst_case_s(len(requests)))
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         return [{"base_url": e.cfg.base_url, "requests": e.requests, "successes": e.successes,

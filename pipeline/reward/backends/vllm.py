@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.config import ModelConfig
 from pipeline.models import load_processor, resolve_model_path
-from pipeline.reward.backends.base import BackendUnavailable, RawAnswer, RewardBackend
+from pipeline.reward.backends.base import BackendUnavailable, RawAnswer, RewardBackend, TextRequest
 from pipeline.reward.config import RewardConfig
 from pipeline.reward.prompts import messages
 from pipeline.reward.schema import CATEGORIES
@@ -54,7 +54,8 @@ class VLLMBackend(RewardBackend):
         import vllm
 
         path = resolve_model_path(model_cfg, cache_dir)
-        processor = load_processor(path)  # only for the chat template: prompt text with image placeholders
+        # Only for the chat template: prompt text with image placeholders (and the judge's text-only chats).
+        processor = self.processor = load_processor(path)
         self.prompts = {t: processor.apply_chat_template(messages(t), add_generation_prompt=True, tokenize=False)
                         for t in CATEGORIES}
         v = cfg.vllm
@@ -86,6 +87,33 @@ class VLLMBackend(RewardBackend):
             top_k=s.top_k if (s.top_k and s.temperature > 0) else -1, presence_penalty=s.presence_penalty,
             max_tokens=s.max_new_tokens, seed=None, **structured_outputs_kwargs(self.schemas[task]),
         )
+
+    def _text_params(self, vllm, request: TextRequest):
+        return vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, seed=None,
+                                   **structured_outputs_kwargs(request.schema))
+
+    def _generate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
+        import vllm
+
+        inputs = [{"prompt": self.processor.apply_chat_template(
+            [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+             if isinstance(m.get("content"), str) else m for m in r.messages],
+            add_generation_prompt=True, tokenize=False)} for r in requests]
+        params = [self._text_params(vllm, r) for r in requests]
+        if self.llm is not None:
+            outs = self.llm.generate(inputs, params, use_tqdm=False)
+            return [RawAnswer(o.outputs[0].text, o.outputs[0].finish_reason) for o in outs]
+
+        async def all_answers():
+            async def one(prompt, p):
+                final = None
+                async for out in self.engine.generate(prompt, p, f"judge-{uuid.uuid4().hex}"):
+                    final = out
+                return RawAnswer(final.outputs[0].text, final.outputs[0].finish_reason)
+
+            return list(await asyncio.gather(*(one(i, p) for i, p in zip(inputs, params))))
+
+        return asyncio.run_coroutine_threadsafe(all_answers(), self.loop).result()
 
     def _inputs(self, task, pairs):
         return [{"prompt": self.prompts[task], "multi_modal_data": {"image": [ref, pred]}} for ref, pred in pairs]
