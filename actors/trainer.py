@@ -7,7 +7,8 @@ holds a `TrainerGroup` and calls:
     trainer = TrainerGroup.from_config(config)           # or TrainerGroup(cfg.trainer, model_path, group_size)
     meta = trainer.resume(run_dir)                       # None on a fresh run; else meta["extra"] = your state
     metrics = trainer.update(groups)                     # list[list[Sample]], scored; version += 1
-    trainer.sync_weights(rollout_workers)                # ray.put once, every worker load_weights(ref, version)
+    trainer.sync_weights(rollout_workers)                # object store: ray.put once, every worker load_weights
+                                                         # nccl: rank 0 broadcasts into the vLLM engines
     trainer.save_checkpoint(run_dir, extra={...})        # <run_dir>/checkpoints/step_<version>/
     trainer.shutdown()
 
@@ -28,6 +29,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.training import checkpoint
 from pipeline.training.batch import GRPORollout, build_grpo_batch, shard_for_rank
 from pipeline.training.config import TrainerConfig
@@ -67,6 +69,12 @@ class TrainerRank:
     def compute_log_probs(self, shard, reference: bool = False):
         return self.trainer.compute_log_probs(shard, reference)
 
+    def init_weight_group(self, master_addr: str, master_port: int, world_size: int) -> None:
+        self.trainer.init_weight_group(master_addr, master_port, world_size)
+
+    def broadcast_weights(self, dtype: str | None) -> dict[str, float]:
+        return self.trainer.broadcast_weights(dtype)
+
     def export_weights(self, publish: bool) -> list | None:
         """Gather the full state dict (a collective); the publishing rank puts it in the object store once.
 
@@ -95,16 +103,30 @@ class TrainerGroup:
         model_path: str | Path,
         group_size: int,
         run_config: dict[str, Any] | None = None,
+        weight_sync: str = "object_store",
+        weight_dtype: str | None = None,
     ):
         """Start `cfg.ranks` actors (one placement group), rendezvous, build the engines.
 
         `group_size` is the GRPO group size (sampling.n); `run_config` (the whole run config as a dict) is
-        stored in every checkpoint.
+        stored in every checkpoint. `weight_sync` is `rollout.weight_sync`: "object_store" (a state dict through
+        Ray) or "nccl" (rank 0 broadcasts into the rollout's vLLM engines, sent as `weight_dtype`, the
+        rollout model's dtype).
         """
         from transformers import AutoConfig
 
         from pipeline.models import load_processor
 
+        if weight_sync not in ("object_store", "nccl"):
+            raise ValueError(f"unknown weight_sync {weight_sync!r} (object_store, nccl)")
+        if weight_sync == "nccl" and cfg.num_gpus_per_rank <= 0:
+            raise TrainerError(
+                "rollout.weight_sync=nccl needs GPU trainer ranks (trainer.num_gpus_per_rank > 0): trainer rank 0 "
+                "broadcasts from its GPU. On CPU use rollout.weight_sync=object_store"
+            )
+        self.weight_sync = weight_sync
+        self.weight_dtype = weight_dtype
+        self._weight_group_members: list | None = None  # the rollout workers the NCCL group was built with
         self.cfg = cfg
         # Absolute: the rank processes need not share the driver's working directory.
         self.model_path = str(Path(model_path).expanduser().resolve())
@@ -121,7 +143,10 @@ class TrainerGroup:
         if cfg.num_gpus_per_rank > 0:
             bundle["GPU"] = cfg.num_gpus_per_rank
         # PACK: ranks share a node when they fit (cheaper collectives), spread when they must.
-        self._placement = placement_group([dict(bundle) for _ in range(cfg.ranks)], strategy="PACK")
+        # node_group: every bundle on the trainer's KubeRay worker group (Ray node label ray.io/node-group).
+        selector = {NODE_GROUP_LABEL: cfg.node_group} if cfg.node_group else {}
+        self._placement = placement_group([dict(bundle) for _ in range(cfg.ranks)], strategy="PACK",
+                                          bundle_label_selector=[dict(selector) for _ in range(cfg.ranks)])
         try:
             ray.get(self._placement.ready(), timeout=cfg.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -178,7 +203,8 @@ class TrainerGroup:
         from pipeline.models import resolve_model_path
 
         model_path = resolve_model_path(config.models.policy, config.models.cache_dir)
-        return cls(config.trainer, model_path, config.rollout.sampling.n, run_config=config_to_dict(config))
+        return cls(config.trainer, model_path, config.rollout.sampling.n, run_config=config_to_dict(config),
+                   weight_sync=config.rollout.weight_sync, weight_dtype=config.models.policy.dtype)
 
     # -----------------------------------------------------------------------------------------------------
     # Remote calls
@@ -292,11 +318,14 @@ class TrainerGroup:
         return self._get([self.publish_weights()], "fetch weights")[0]
 
     def sync_weights(self, rollout_workers: list, timeout_s: float | None = None) -> dict[str, float]:
-        """Ship the current weights to every rollout worker: `load_weights(ref, version)` on each.
+        """Ship the current weights to every rollout worker, which then reports this `version`.
 
-        The state dict crosses the object store once; workers on the trainer's node read it from shared
-        memory. Returns timings. (GPU production replaces this seam with NCCL broadcast / vLLM collective_rpc.)
+        object_store: the state dict crosses the object store once (workers on the trainer's node read it from
+        shared memory) and each worker runs `load_weights(ref, version)`. nccl: see `_sync_weights_nccl`.
+        Returns timings.
         """
+        if self.weight_sync == "nccl":
+            return self._sync_weights_nccl(rollout_workers, timeout_s)
         started = time.perf_counter()
         ref = self.publish_weights()
         published = time.perf_counter()
@@ -307,6 +336,51 @@ class TrainerGroup:
         return {
             "weight_export_s": published - started,
             "weight_sync_s": time.perf_counter() - started,
+            "synced_version": float(self.version),
+        }
+
+    def _init_weight_group(self, rollout_workers: list) -> None:
+        """One NCCL group: trainer rank 0 is rank 0, tensor-parallel rank t of worker i is 1 + offset_i + t."""
+        timeout_s = self.cfg.start_timeout_s
+        sizes = self._get([w.weight_group_ranks.remote() for w in rollout_workers], "weight group sizes", timeout_s)
+        if not all(sizes):
+            raise TrainerError("rollout.weight_sync=nccl needs rollout.backend=vllm on every rollout worker")
+        world_size = 1 + sum(sizes)
+        address, port = self._get([self.ranks[0].rendezvous_address.remote()], "weight group address", timeout_s)[0]
+        offsets = [1 + sum(sizes[:i]) for i in range(len(sizes))]
+        self._get(
+            [self.ranks[0].init_weight_group.remote(address, port, world_size)]
+            + [w.init_weight_group.remote(address, port, offset, world_size)
+               for w, offset in zip(rollout_workers, offsets)],
+            "weight group init",
+            timeout_s,
+        )
+        self._weight_group_members = list(rollout_workers)
+        log.info("trainer: NCCL weight group of %d rank(s) at %s:%d", world_size, address, port)
+
+    def _sync_weights_nccl(self, rollout_workers: list, timeout_s: float | None) -> dict[str, float]:
+        """All trainer ranks gather the full policy tensor by tensor (FSDP2), rank 0 broadcasts each tensor to
+        every vLLM engine worker as it comes (`collective_rpc("receive_weights")` on the rollout side); the
+        workers adopt `version`. The group is built on first use with these workers; other workers later are an
+        error (an NCCL group cannot grow)."""
+        started = time.perf_counter()
+        if self._weight_group_members is None or self._weight_group_members != list(rollout_workers):
+            if self._weight_group_members is not None:
+                raise TrainerError("the rollout workers changed after the NCCL weight group was built")
+            self._init_weight_group(rollout_workers)
+        # Let each worker finish the generate call it is running: the broadcast needs every receiver in it,
+        # and the trainer's gathers wait behind the broadcast meanwhile.
+        self._get([w.ready.remote() for w in rollout_workers], "weight sync: rollout workers idle", timeout_s)
+        joined = time.perf_counter()
+        sends = [r.broadcast_weights.remote(self.weight_dtype) for r in self.ranks]
+        receives = [w.receive_weights.remote(self.version) for w in rollout_workers]
+        results = self._get(sends + receives, "weight sync (nccl)", timeout_s)
+        sent = results[0]
+        return {
+            "weight_wait_for_rollout_s": joined - started,
+            "weight_sync_s": time.perf_counter() - started,
+            "weight_sync_tensors": sent["tensors"],
+            "weight_sync_bytes": sent["bytes"],
             "synced_version": float(self.version),
         }
 

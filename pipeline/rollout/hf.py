@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from typing import Optional
-
-import numpy as np
 import torch
-from PIL import Image
 
 from pipeline.config import ModelsConfig, SamplingConfig
 from pipeline.models import load_model_and_processor
+from pipeline.rollout.base import (
+    expand_groups,
+    fill_response,
+    is_sampling,
+    logprob_temperature,
+    prompt_image,
+    prompt_text,
+    stop_token_ids,
+)
 from pipeline.sample import Sample
 
 
@@ -23,7 +26,7 @@ class HFRollout:
         self.model.to(self.device).eval()
         # Left padding: every prompt in a batch must end where generation starts.
         self.processor.tokenizer.padding_side = "left"
-        self.pad_id = self.processor.tokenizer.pad_token_id
+        self.stop_ids = stop_token_ids(self.model.generation_config, self.processor.tokenizer)
         self.version = 0
         self.generator_seed = seed
 
@@ -35,53 +38,46 @@ class HFRollout:
         self.version = version
 
     @torch.no_grad()
-    def generate(self, prompts: list[Sample], n: Optional[int] = None, greedy: bool = False) -> list[Sample]:
+    def generate(self, prompts: list[Sample], n: int | None = None, greedy: bool = False) -> list[Sample]:
         """Return n new Samples per prompt (same prompt_id = one GRPO group), responses filled in.
         `greedy` decodes deterministically (evaluation) whatever the configured sampling."""
         n = n or self.sampling.n
-        # Fresh mutable fields per copy: group members must never share a breakdown dict or extra dict.
-        expanded = [
-            dataclasses.replace(p, uid=uuid.uuid4().hex, reward_breakdown={}, discrepancies=[], extra=dict(p.extra))
-            for p in prompts
-            for _ in range(n)
-        ]
-        texts = [self.processor.apply_chat_template(s.messages, add_generation_prompt=True, tokenize=False)
-                 for s in expanded]
-        images = [Image.fromarray(np.asarray(s.reference_image, dtype=np.uint8)) for s in expanded]
-        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
-                                return_mm_token_type_ids=True).to(self.device)
+        expanded = expand_groups(prompts, n)
+        if not expanded:
+            return []
+        inputs = self.processor(
+            text=[prompt_text(self.processor, s) for s in expanded],
+            images=[prompt_image(s) for s in expanded],
+            return_tensors="pt",
+            padding=True,
+            return_mm_token_type_ids=True,
+        ).to(self.device)
         torch.manual_seed(self.generator_seed)
         self.generator_seed += 1
         s = self.sampling
-        if s.temperature > 0 and not greedy:
-            sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        if is_sampling(s, greedy):
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k}
         else:
-            sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        # The generation config's suppress_tokens (image placeholders) apply; `output_logits` returns the raw
+        # logits, before that suppression and before top-p/k, which is what the log-probs are taken from.
         out = self.model.generate(
             **inputs, max_new_tokens=s.max_new_tokens, output_logits=True, return_dict_in_generate=True, **sampling
         )
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]
-        # Log-probs of the sampled tokens under the policy at the sampling temperature (what the trainer
-        # compares against: verl also divides logits by the temperature), not under top-p/k truncation.
-        # Greedy decoding reports the model's own distribution (temperature 1).
-        temperature = s.temperature if s.temperature > 0 and not greedy else 1.0
-        logits = torch.stack(out.logits, dim=1).float() / temperature
+        logits = torch.stack(out.logits, dim=1).float() / logprob_temperature(s, greedy)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        eos = self.model.generation_config.eos_token_id
-        results = []
-        for i, sample in enumerate(expanded):
-            ids = new_tokens[i].tolist()
-            length = len(ids)
-            for j, t in enumerate(ids):  # keep the eos token itself, drop the padding after it
-                if t == eos:
-                    length = j + 1
-                    break
-            prompt_ids = inputs["input_ids"][i][inputs["attention_mask"][i].bool()].tolist()
-            sample.prompt_ids = prompt_ids
-            sample.response_ids = ids[:length]
-            sample.response_logprobs = logprobs[i, :length].tolist()
-            sample.response_text = self.processor.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            sample.policy_version = self.version
-            results.append(sample)
-        return results
+        tokenizer = self.processor.tokenizer
+        return [
+            fill_response(
+                sample,
+                prompt_ids=inputs["input_ids"][i][inputs["attention_mask"][i].bool()].tolist(),
+                response_ids=new_tokens[i].tolist(),
+                response_logprobs=logprobs[i].tolist(),
+                tokenizer=tokenizer,
+                stop_ids=self.stop_ids,
+                version=self.version,
+            )
+            for i, sample in enumerate(expanded)
+        ]

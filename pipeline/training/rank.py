@@ -35,6 +35,7 @@ class RankTrainer:
         self.device = "cuda" if cfg.num_gpus_per_rank > 0 else "cpu"
         self.policy = None
         self.reference = None
+        self.weight_group = None  # rank 0's end of the NCCL weight-sync group (rollout.weight_sync=nccl)
 
     def setup(self, master_addr: str, master_port: int) -> dict[str, float]:
         """Join the process group and build the engines. All ranks call this with the same address/port."""
@@ -89,6 +90,36 @@ class RankTrainer:
         self._require_setup()
         return export_policy_weights(self.policy)
 
+    def init_weight_group(self, master_address: str, master_port: int, world_size: int) -> None:
+        """Rank 0 joins the NCCL weight-sync group with the rollout engines (as its rank 0). GPU only."""
+        from pipeline.rollout.weight_sync import init_weight_group
+
+        if self.rank != 0:
+            raise ValueError("only trainer rank 0 sends weights")
+        if self.device != "cuda":
+            raise RuntimeError("rollout.weight_sync=nccl needs GPU trainer ranks (trainer.num_gpus_per_rank > 0)")
+        self.weight_group = init_weight_group(
+            master_address, master_port, 0, world_size, torch.device("cuda", torch.cuda.current_device())
+        )
+
+    def broadcast_weights(self, dtype: str | None = None) -> dict[str, float]:
+        """Gather the full policy tensor by tensor (a collective: every rank calls this) and, on rank 0,
+        broadcast each into the rollout engines as it is gathered (cast to `dtype`, the engines' dtype)."""
+        from pipeline.rollout.weight_sync import broadcast_weights
+
+        self._require_setup()
+        if self.rank == 0 and self.weight_group is None:
+            raise RuntimeError("broadcast_weights before init_weight_group")
+        # verl's FSDP2 engine yields (HF name, full tensor on this rank's GPU), all-gathering lazily per tensor
+        # (workers/engine/fsdp/transformer_impl.py: get_per_tensor_param), as export_policy_weights uses it.
+        per_tensor, _peft_config = self.policy.engine.get_per_tensor_param()
+        if self.rank != 0:
+            count = 0
+            for _name, _tensor in per_tensor:  # take part in each all-gather; rank 0 does the sending
+                count += 1
+            return {"tensors": float(count), "bytes": 0.0}
+        return broadcast_weights(self.weight_group, per_tensor, getattr(torch, dtype) if dtype else None)
+
     def save_checkpoint(self, path: str | Path, step: int) -> None:
         """verl's engine checkpoint into `path`: this rank's parameter and optimizer shards, lr scheduler, RNG."""
         self._require_setup()
@@ -100,7 +131,9 @@ class RankTrainer:
         self.policy.load_checkpoint(str(path), del_local_after_load=False)
 
     def shutdown(self) -> None:
+        from pipeline.rollout.weight_sync import destroy_weight_group
         from pipeline.verl_platform import shutdown_process_group
 
-        self.policy = self.reference = None
+        destroy_weight_group(self.weight_group)
+        self.policy = self.reference = self.weight_group = None
         shutdown_process_group()
