@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import ray
 
 from pipeline.config import RayConfig
+from pipeline.placement import NODE_GROUP_LABEL, ActorRequest, NodeGroup, plan
+
+__all__ = ["ActorRequest", "ResourceError", "check_fits", "connect", "live_node_groups", "wait_ready"]
 
 log = logging.getLogger(__name__)
 
 
 class ResourceError(RuntimeError):
     """The cluster cannot host what the configuration asks for."""
-
-
-@dataclass(frozen=True)
-class ActorRequest:
-    """What one kind of actor asks Ray for, per replica."""
-
-    name: str  # config path of the actor group, e.g. "render" — used in error messages
-    replicas: int
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def per_replica(self) -> dict[str, float]:
-        return {k: v for k, v in (("CPU", self.num_cpus), ("GPU", self.num_gpus)) if v > 0}
 
 
 def connect(cfg: RayConfig) -> str:
@@ -64,38 +53,32 @@ def connect(cfg: RayConfig) -> str:
     return f"local ({num_cpus} CPUs, {cfg.num_gpus or 0} GPUs)"
 
 
-def check_fits(requests: list[ActorRequest]) -> None:
+def live_node_groups() -> list[NodeGroup]:
+    """The alive nodes of the connected cluster, one group of one node each, named by their
+    `ray.io/node-group` label (KubeRay's worker group; "node" where there is none, e.g. a local cluster)."""
+    groups = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources") or {}
+        labels = node.get("Labels") or {}
+        groups.append(NodeGroup(name=labels.get(NODE_GROUP_LABEL, "node"), replicas=1, cpus=res.get("CPU", 0.0),
+                                gpus=res.get("GPU", 0.0), memory_bytes=int(res.get("memory", 0))))
+    return groups
+
+
+def check_fits(requests: list[ActorRequest], groups: list[NodeGroup] | None = None) -> None:
     """Raise ResourceError naming the actor group and resource that cannot be placed.
 
-    Two conditions, both necessary: each replica fits on some single alive node, and all replicas together
-    fit in the cluster's total (every actor here is long-lived, so they must all be up at once).
+    Every actor here is long-lived, so all must be up at once: the same first-fit as the --dry-run plan
+    (pipeline/placement.py), over the cluster's alive nodes (or `groups`), honouring each request's
+    node_group.
     """
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    totals: dict[str, float] = {}
-    for node in nodes:
-        for key, value in node.items():
-            totals[key] = totals.get(key, 0.0) + value
-    problems = []
-    for req in requests:
-        for resource, amount in req.per_replica().items():
-            largest = max((node.get(resource, 0.0) for node in nodes), default=0.0)
-            if amount > largest:
-                problems.append(
-                    f"{req.name}: one replica asks for {amount:g} {resource} but the largest node has "
-                    f"{largest:g} {resource}"
-                )
-    for resource in ("CPU", "GPU"):
-        wanted = sum(req.replicas * req.per_replica().get(resource, 0.0) for req in requests)
-        have = totals.get(resource, 0.0)
-        if wanted > have:
-            parts = ", ".join(
-                f"{r.name} {r.replicas}×{r.per_replica()[resource]:g}" for r in requests if resource in r.per_replica()
-            )
-            problems.append(f"the run asks for {wanted:g} {resource} in total ({parts}) but the cluster has {have:g}")
-    if problems:
+    result = plan(requests, live_node_groups() if groups is None else groups)
+    if result.problems:
         raise ResourceError(
             "the cluster cannot host this configuration (Ray would wait forever):\n  - "
-            + "\n  - ".join(problems)
+            + "\n  - ".join(result.problems)
             + "\nLower the replica counts / per-replica resources in the config, or add nodes."
         )
 

@@ -84,6 +84,14 @@ class RenderWorker:
             renderer.close()
 
 
+def _node_group_selector(config) -> dict[str, str]:
+    """Ray label selector of the render pool's KubeRay worker group (render.node_group), {} = any node."""
+    from pipeline.placement import NODE_GROUP_LABEL
+
+    group = getattr(config, "node_group", None)  # RenderPoolConfig has it; a bare RenderConfig does not
+    return {NODE_GROUP_LABEL: group} if group else {}
+
+
 class RenderPool:
     """Driver-side handle over `num_actors` RenderWorker actors with bounded in-flight requests."""
 
@@ -100,7 +108,7 @@ class RenderPool:
     def _new_actor(self):
         return RenderWorker.options(
             num_cpus=self.cpus_per_actor, max_concurrency=4 * self.config.max_inflight_per_actor,
-            max_restarts=0).remote(self.config, self.cpus_per_actor)
+            max_restarts=0, label_selector=_node_group_selector(self.config)).remote(self.config, self.cpus_per_actor)
 
     def _timeout_for(self, request: RenderRequest) -> float:
         limit = request.timeout_s or getattr(self.config, request.kind, self.config.chart).timeout_s

@@ -20,6 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from pipeline.config import ModelsConfig
+from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.reward.batcher import MicroBatcher
 from pipeline.reward.config import RewardConfig
 from pipeline.reward.scorer import RewardScorer
@@ -91,7 +92,8 @@ class RewardPool:
         a = self.cfg.actors
         rid = self._next_id
         self._next_id += 1
-        handle = RewardReplica.options(num_cpus=a.num_cpus, num_gpus=a.num_gpus,
+        selector = {NODE_GROUP_LABEL: a.node_group} if a.node_group else {}
+        handle = RewardReplica.options(num_cpus=a.num_cpus, num_gpus=a.num_gpus, label_selector=selector,
                                        name=None, max_restarts=0).remote(self.cfg, self.models, rid)
         self.replicas[rid] = handle
         self.in_flight[rid] = 0

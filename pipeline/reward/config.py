@@ -116,6 +116,8 @@ class ReplicasConfig(Strict):
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    # Ray node label `ray.io/node-group` (a KubeRay worker group name) the replicas must run on; None = any node.
+    node_group: str | None = None
     request_timeout_s: float = Field(600.0, gt=0)  # one scoring request on one replica
     max_request_attempts: int = Field(3, ge=1)  # a request whose replica died/timed out is retried elsewhere
     health_timeout_s: float = Field(30.0, gt=0)

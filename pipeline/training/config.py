@@ -71,6 +71,8 @@ class TrainerConfig(Strict):
     num_cpus_per_rank: float = Field(1.0, gt=0)
     # > 0: the ranks run on GPUs with nccl (verl's NVIDIA platform); 0: CPU with gloo (our verl CPU platform).
     num_gpus_per_rank: float = Field(0.0, ge=0)
+    # Ray node label `ray.io/node-group` (a KubeRay worker group name) the ranks must run on; None = any node.
+    node_group: str | None = None
     # torch intra-op threads per rank; None = max(1, int(num_cpus_per_rank)). Oversubscribed BLAS threads crawl.
     threads_per_rank: int | None = Field(None, ge=1)
     # Rank start: process, imports, rendezvous, engine build (an 8B model load takes minutes).
