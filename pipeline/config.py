@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.data.config import DataConfig
 from pipeline.render.config import RenderConfig
@@ -64,6 +64,8 @@ class StreamConfig(Strict):
 class RenderPoolConfig(RenderConfig):
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)  # one zygote per whole CPU (at least one)
+    # Ray node label `ray.io/node-group` (a KubeRay worker group name) the actors must run on; None = any node.
+    node_group: Optional[str] = None
 
 
 class RayConfig(Strict):
@@ -98,6 +100,19 @@ class TinyTextConfig(Strict):
     max_position_embeddings: int = 4096
 
 
+class TinyWarmStartConfig(Strict):
+    """Supervised warm start of a tiny model at build time (pipeline/models/warm_start.py): teacher-forced
+    SFT on compact synthetic (image, code) pairs, so a tiny policy renders some of its samples and GRPO groups
+    carry a reward signal. steps: 0 keeps the plain random model (the tiny reward model's setting)."""
+
+    steps: int = Field(0, ge=0)
+    examples_per_task: int = Field(48, ge=1)  # compact programs rendered per task kind
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(20, ge=1)
+
+
 class TinyModelConfig(Strict):
     """A random Qwen3-VL built offline. Sizes are kept tiny so CPU tests run in seconds."""
 
@@ -110,6 +125,7 @@ class TinyModelConfig(Strict):
     # Processor image budget: tiny models see small images (pixels = tokens * (patch*merge)^2).
     min_pixels: int = 32 * 32
     max_pixels: int = 128 * 128
+    warm_start: TinyWarmStartConfig = TinyWarmStartConfig()
 
 
 class ModelConfig(Strict):
@@ -122,7 +138,9 @@ class ModelConfig(Strict):
 
 class ModelsConfig(Strict):
     cache_dir: str = "~/.cache/visual-erm-rl/models"
-    policy: ModelConfig = ModelConfig()
+    # The tiny policy is warm-started (~1 min, once, cached) so the embedded default's GRPO groups carry a
+    # signal; the tiny reward model stays random (a critic would need judgement data, not compact programs).
+    policy: ModelConfig = ModelConfig(tiny=TinyModelConfig(warm_start=TinyWarmStartConfig(steps=300)))
     reward: ModelConfig = ModelConfig(tiny=TinyModelConfig(seed=1))
 
 
@@ -156,8 +174,33 @@ class RolloutConfig(Strict):
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    # Ray node label `ray.io/node-group` (a KubeRay worker group name) the replicas must run on; None = any node.
+    node_group: Optional[str] = None
     sampling: SamplingConfig = SamplingConfig()
     timeout_s: float = Field(300.0, gt=0)  # one generate call
+
+    @model_validator(mode="after")
+    def _check_backend_and_weight_sync(self) -> RolloutConfig:
+        # Start-up errors for combinations that could only fail later, on the cluster. (nccl needs vllm, and
+        # vllm needs GPUs: so nccl without rollout GPUs is refused too.)
+        if self.backend == "vllm" and self.num_gpus < self.vllm.tensor_parallel_size:
+            raise ValueError(
+                f"rollout.backend=vllm needs rollout.num_gpus >= rollout.vllm.tensor_parallel_size "
+                f"({self.vllm.tensor_parallel_size}) GPUs per rollout worker, got {self.num_gpus:g}"
+            )
+        if self.weight_sync == "nccl":
+            if self.backend != "vllm":
+                raise ValueError(
+                    "rollout.weight_sync=nccl broadcasts into vLLM engines: it needs rollout.backend=vllm "
+                    "(the hf backend syncs through the object store: rollout.weight_sync=object_store)"
+                )
+            if self.vllm.enable_sleep_mode:
+                raise ValueError(
+                    "rollout.weight_sync=nccl cannot serve engines colocated with the trainer "
+                    "(rollout.vllm.enable_sleep_mode): NCCL cannot pair two processes on one GPU; use "
+                    "rollout.weight_sync=object_store"
+                )
+        return self
 
 
 class WandbConfig(Strict):
@@ -166,10 +209,22 @@ class WandbConfig(Strict):
     project: str = "visual-erm-rl"
     entity: Optional[str] = None
     tags: list[str] = []
+    # Every N steps (and at the last step) a table of sample rows goes to wandb and to <run_dir>/samples/
+    # (the HTML report's gallery); 0: never. Rows per task: the best, the worst and a few drawn at random.
+    table_every_steps: int = Field(10, ge=0)
+    table_best_per_task: int = Field(1, ge=0)
+    table_worst_per_task: int = Field(1, ge=0)
+    table_random_per_task: int = Field(1, ge=0)
+    table_image_max_side: int = Field(256, ge=16)  # images are downscaled to this: the tables stay small
+    table_code_max_chars: int = Field(4000, ge=0)  # longer code is cut, with a marker
 
 
 class LoggingConfig(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Every step logs one compact INFO line (step i/N, reward, samples/s, step time, ETA; the full scalar
+    # record is at DEBUG, in metrics.jsonl and wandb). "auto" also draws a live tqdm bar when stderr is a
+    # terminal (not in `ray job submit` logs); "bar" always draws it, "line" never.
+    progress: Literal["auto", "bar", "line"] = "auto"
     wandb: WandbConfig = WandbConfig()
 
 
@@ -217,7 +272,29 @@ def load_config(path: Union[str, Path, None] = None, overrides: tuple[str, ...] 
     # every default it does not mention, including defaults that differ per parent (tables sample greedily).
     cfg = _validate(_deep_merge(Config().model_dump(mode="json"), data), source=str(path))
     _derive_trainer_temperature(cfg, explicit=(data.get("trainer") or {}).get("temperature"))
+    _check_across_sections(cfg)
     return cfg
+
+
+def _check_across_sections(cfg: Config) -> None:
+    """Combinations no single section can check, which would otherwise fail only after minutes of start-up."""
+    t, r = cfg.trainer, cfg.rollout
+    if r.weight_sync == "nccl" and t.num_gpus_per_rank <= 0:
+        raise ConfigError("rollout.weight_sync=nccl needs GPU trainer ranks (trainer.num_gpus_per_rank > 0)")
+    if r.vllm.enable_sleep_mode and cfg.stream.max_staleness != 0:
+        raise ConfigError("rollout.vllm.enable_sleep_mode (engines colocated with the trainer) needs "
+                          "stream.max_staleness=0: the engines sleep while the trainer updates")
+    # verl splits each step's samples into mini-batches (one optimizer step each), shards a mini-batch over
+    # the ranks and walks each shard in micro-batches; each split must be exact.
+    samples = cfg.data.prompts_per_step * r.sampling.n
+    mini = t.mini_batch_size or samples
+    where = (f"data.prompts_per_step × rollout.sampling.n = {samples} samples per step, trainer.mini_batch_size "
+             f"= {mini}, trainer.ranks = {t.ranks}, trainer.micro_batch_size_per_device = "
+             f"{t.micro_batch_size_per_device}")
+    if samples % mini or mini % t.ranks or (mini // t.ranks) % t.micro_batch_size_per_device:
+        raise ConfigError(f"the trainer's batches do not split evenly ({where}): the samples per step must be a "
+                          "multiple of the mini-batch, the mini-batch of the ranks, and each rank's share of the "
+                          "micro-batch")
 
 
 def _derive_trainer_temperature(cfg: Config, explicit: Any) -> None:

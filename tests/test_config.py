@@ -111,3 +111,15 @@ def test_trainer_temperature_follows_the_rollout():
     assert load_config(None, ["rollout.sampling.temperature=0"]).trainer.temperature == 1.0  # greedy
     with pytest.raises(ConfigError, match="trainer.temperature"):
         load_config(None, ["rollout.sampling.temperature=0.6", "trainer.temperature=1.0"])
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["trainer.ranks=2"], "do not split evenly"),  # 12 samples → 6 per rank, micro-batch 4
+    (["trainer.mini_batch_size=5"], "do not split evenly"),
+    (["rollout.vllm.enable_sleep_mode=true"], "stream.max_staleness=0"),
+])
+def test_combinations_that_would_fail_late_are_refused_at_load(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, overrides)
+    # ... and a consistent combination across the same keys loads.
+    load_config(None, ["trainer.ranks=2", "trainer.micro_batch_size_per_device=2", "trainer.mini_batch_size=4"])

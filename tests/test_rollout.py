@@ -153,10 +153,13 @@ def test_rollout_config_errors_at_start_up(overrides, message):
 
 def test_valid_gpu_rollout_configs_load():
     cfg = load_config(None, ["rollout.backend=vllm", "rollout.num_gpus=2", "rollout.vllm.tensor_parallel_size=2",
-                             "rollout.weight_sync=nccl"])
+                             "rollout.weight_sync=nccl", "trainer.num_gpus_per_rank=1"])
     assert cfg.rollout.weight_sync == "nccl" and cfg.rollout.vllm.tensor_parallel_size == 2
+    with pytest.raises(ConfigError, match="needs GPU trainer ranks"):  # the same on CPU trainer ranks
+        load_config(None, ["rollout.backend=vllm", "rollout.num_gpus=2", "rollout.vllm.tensor_parallel_size=2",
+                           "rollout.weight_sync=nccl"])
     colocated = load_config(None, ["rollout.backend=vllm", "rollout.num_gpus=1",
-                                   "rollout.vllm.enable_sleep_mode=true"])
+                                   "rollout.vllm.enable_sleep_mode=true", "stream.max_staleness=0"])
     assert colocated.rollout.weight_sync == "object_store"
 
 

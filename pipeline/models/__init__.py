@@ -1,6 +1,7 @@
 """Model loading behind one function for tiny offline models and real checkpoints.
 
-`path: tiny` in the config builds (once, cached by config hash) a random Qwen3-VL with a code-trained tokenizer;
+`path: tiny` in the config builds (once, cached by config hash) a random Qwen3-VL with a code-trained tokenizer,
+optionally warm-started by a short SFT (`tiny.warm_start`, so a tiny policy renders some of the time);
 any other `path` is a local HF checkpoint directory (Qwen3-VL-8B-Instruct, Visual-ERM-8B) loaded unchanged.
 """
 
@@ -21,8 +22,12 @@ from pipeline.config import ModelConfig
 from pipeline.models.processor import Qwen3VLImageOnlyProcessor, load_processor
 
 # Bump when the tiny-model recipe changes so stale caches are rebuilt, not reused.
-TINY_RECIPE_VERSION = 2
+# 3: compact programs join the tokenizer corpus; optional SFT warm start (tiny.warm_start).
+TINY_RECIPE_VERSION = 3
 CORPUS_PROGRAMS = 1500  # synthetic programs the tokenizer is trained on (~1 s)
+# Compact programs (warm_start.py) in the tokenizer corpus: their boilerplate (`import matplotlib.pyplot as
+# plt`, `|---|`, `<svg viewBox=`) becomes a few tokens, so whole answers fit a tiny rollout's token budget.
+COMPACT_CORPUS_PROGRAMS = 300
 
 
 def code_corpus(n: int = CORPUS_PROGRAMS, seed: int = 0) -> Iterable[str]:
@@ -33,11 +38,19 @@ def code_corpus(n: int = CORPUS_PROGRAMS, seed: int = 0) -> Iterable[str]:
         yield synthesize_code(("chart", "table", "svg")[i % 3], i, seed=seed, split="tokenizer")
 
 
+def tokenizer_corpus() -> Iterable[str]:
+    from pipeline.models.warm_start import compact_corpus
+
+    yield from code_corpus()
+    yield from compact_corpus(COMPACT_CORPUS_PROGRAMS)
+
+
 def tiny_cache_key(model_cfg: ModelConfig) -> str:
     payload = {
         "tiny": model_cfg.tiny.model_dump(mode="json"),
         "recipe": TINY_RECIPE_VERSION,
         "corpus_programs": CORPUS_PROGRAMS,
+        "compact_corpus_programs": COMPACT_CORPUS_PROGRAMS,
         "transformers": transformers.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -64,7 +77,7 @@ def resolve_model_path(model_cfg: ModelConfig, cache_dir: str | Path) -> Path:
     # and none of them may ever see a half-written directory.
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
     try:
-        build_tiny_qwen3_vl(model_cfg.tiny, scratch, corpus=code_corpus)
+        build_tiny_qwen3_vl(model_cfg.tiny, scratch, corpus=tokenizer_corpus)
         try:
             os.rename(scratch, target)
         except OSError:  # another process won the race; its copy is identical

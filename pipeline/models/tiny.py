@@ -1,4 +1,5 @@
-"""Tiny random Qwen3-VL models, built offline from a config in seconds (no hub, no downloads).
+"""Tiny random Qwen3-VL models, built offline from a config in seconds (no hub, no downloads); a policy may
+be warm-started by a short SFT on compact synthetic programs (`tiny.warm_start`, see warm_start.py).
 
 The architecture is the real Qwen3-VL (vision tower with deepstack, M-RoPE text decoder), only narrow and
 shallow, so every code path that a Qwen3-VL-8B run exercises — processor, generate, verl's forward — runs here.
@@ -93,6 +94,10 @@ def build_tiny_qwen3_vl(cfg: TinyModelConfig, out_dir: Path, corpus: Callable[[]
         top_k=0,
         top_p=1.0,
     )
+    if cfg.warm_start.steps:
+        from pipeline.models.warm_start import warm_start
+
+        warm_start(model, processor, cfg.warm_start, seed=cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

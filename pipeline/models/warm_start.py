@@ -1,0 +1,275 @@
+"""Supervised warm start of a tiny policy: a short SFT on compact synthetic (reference image, code) pairs.
+
+A random tiny policy never writes code that renders, so every sample of a GRPO group gets the same failure
+reward, every advantage is 0 and RL has nothing to learn from. RL-for-code pipelines start from a policy that
+already answers in the right format some of the time; here that is a few hundred teacher-forced steps on
+*compact* programs (a small bar/line chart, a 2×3 Markdown table, an SVG with 1–3 shapes) that fit in a tiny
+rollout's token budget. Sampling at temperature 1 the warm-started policy then renders some of the time and
+fails the rest — rewards differ within groups, and RL has a signal.
+
+It runs once, offline, while the tiny model is built (`models.<role>.tiny.warm_start`), and is cached with it.
+The prompts, chat template, processor and image path are exactly the rollout's (`Task.verl_prompt()` through
+the dataloader's `structured_messages`, `apply_chat_template(add_generation_prompt=True)`, the processor).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.config import TinyWarmStartConfig
+
+log = logging.getLogger(__name__)
+
+COMPACT_KINDS = ("chart", "table", "svg")
+# The fence language each kind's response uses (one of the task's `code_languages`).
+FENCE_LANGUAGE = {"chart": "python", "table": "markdown", "svg": "svg"}
+# Rendered at the renderers' default aspect ratios but small: the tiny processor downsizes to ≤128×128 anyway.
+RENDER_SIZE = {"chart": (160, 120), "table": (192, 192), "svg": (128, 128)}
+
+_LABEL_SETS = [["A", "B", "C", "D", "E"], ["Q1", "Q2", "Q3", "Q4"], ["Jan", "Feb", "Mar", "Apr", "May"],
+               ["x", "y", "z"], ["Mon", "Tue", "Wed", "Thu", "Fri"]]
+_COLORS = ["red", "blue", "green", "orange", "purple", "gray", "black", "teal"]
+_TITLES = ["Sales", "Usage", "Trend", "Score", "Cost"]
+_HEADERS = ["Item", "Name", "Year", "City", "Team", "Type"]
+_CELLS = ["A", "B", "C", "Tea", "Oslo", "Rome", "Red", "Max"]
+
+
+def compact_chart(rng: random.Random) -> str:
+    lines = ["import matplotlib.pyplot as plt"]
+    style = f",color='{rng.choice(_COLORS)}'" if rng.random() < 0.5 else ""
+    if rng.random() < 0.4:  # a line over its values only
+        values = [rng.randint(1, 30) for _ in range(rng.randint(3, 5))]
+        lines.append(f"plt.plot({values!r}{style})".replace(" ", ""))
+    else:  # categories and values: the two lists must have the same length to render
+        labels = rng.choice(_LABEL_SETS)[:3]
+        values = [rng.randint(1, 30) for _ in labels]
+        lines.append(f"plt.{rng.choice(['bar', 'bar', 'barh', 'plot'])}({labels!r},{values!r}{style})"
+                     .replace(" ", ""))
+    if rng.random() < 0.5:
+        lines.append(f"plt.title('{rng.choice(_TITLES)}')")
+    return "\n".join(lines)
+
+
+def compact_table(rng: random.Random) -> str:
+    n_cols = rng.randint(2, 3)
+    header = rng.sample(_HEADERS, n_cols)
+    rows = [[rng.choice(_CELLS)] + [str(rng.randint(1, 99)) for _ in range(n_cols - 1)]
+            for _ in range(rng.randint(1, 2))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * n_cols]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _shape(rng: random.Random) -> str:
+    fill = rng.choice(_COLORS)
+    if rng.random() < 0.5:
+        x, y = rng.randint(2, 40), rng.randint(2, 40)
+        return f'<rect x="{x}" y="{y}" width="{rng.randint(8, 60 - x)}" height="{rng.randint(8, 60 - y)}" ' \
+               f'fill="{fill}"/>'
+    return f'<circle cx="{rng.randint(12, 52)}" cy="{rng.randint(12, 52)}" r="{rng.randint(4, 12)}" fill="{fill}"/>'
+
+
+def compact_svg(rng: random.Random) -> str:
+    shapes = "".join(_shape(rng) for _ in range(rng.choice([1, 1, 2, 2, 3])))
+    return f'<svg viewBox="0 0 64 64">{shapes}</svg>'
+
+
+COMPACT_GENERATORS = {"chart": compact_chart, "table": compact_table, "svg": compact_svg}
+
+
+def compact_program(kind: str, index: int, seed: int = 0, split: str = "train") -> str:
+    """Compact program `index` of the seeded stream (seed, split, kind); the same whatever else is drawn."""
+    if kind not in COMPACT_GENERATORS:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {COMPACT_KINDS}")
+    return COMPACT_GENERATORS[kind](random.Random(f"{seed}/compact-{split}/{kind}/{index}"))
+
+
+def compact_corpus(n: int, seed: int = 0) -> Iterator[str]:
+    """Compact programs for the tokenizer corpus (so their boilerplate tokenizes into few tokens)."""
+    for i in range(n):
+        yield compact_program(COMPACT_KINDS[i % 3], i, seed=seed, split="tokenizer")
+
+
+def fenced_response(kind: str, code: str) -> str:
+    """The answer format every task prompt asks for: the code in one fenced block."""
+    return f"```{FENCE_LANGUAGE[kind]}\n{code}\n```"
+
+
+def policy_messages(kind: str) -> list[dict]:
+    """The user turn exactly as the rollout sees it (dataset row → dataloader → Sample.messages)."""
+    from pipeline.dataloader import structured_messages
+    from pipeline.tasks import get_task
+
+    return structured_messages(get_task(kind).verl_prompt(), f"warm-start/{kind}")
+
+
+@dataclass
+class WarmStartExample:
+    kind: str
+    code: str
+    image: np.ndarray  # H×W×3 uint8, the rendered reference
+
+
+def render_examples(per_kind: int, seed: int, split: str, progress: bool = True) -> list[WarmStartExample]:
+    """`per_kind` compact programs of each kind with their rendered reference images, interleaved by kind.
+
+    A program that does not render is counted and skipped (the generators are written to always render, so
+    failures mean a broken renderer: more than a few raise instead of training on a skewed set)."""
+    from pipeline.render import make_renderer
+
+    examples: list[WarmStartExample] = []
+    failures: dict[str, int] = {}
+    by_kind: dict[str, list[WarmStartExample]] = {}
+    bar = tqdm(total=per_kind * len(COMPACT_KINDS), desc="warm start: render", unit="img", disable=not progress)
+    for kind in COMPACT_KINDS:
+        renderer = make_renderer(kind)  # owned here and closed: no zygote or browser outlives the build
+        try:
+            for i in range(per_kind):
+                code = compact_program(kind, i, seed=seed, split=split)
+                result = renderer.render(code, size=RENDER_SIZE[kind])
+                bar.update(1)
+                if not result.ok:
+                    reason = getattr(result.failure, "value", str(result.failure))
+                    failures[f"{kind}:{reason}"] = failures.get(f"{kind}:{reason}", 0) + 1
+                    continue
+                by_kind.setdefault(kind, []).append(WarmStartExample(kind, code, np.asarray(result.image)))
+        finally:
+            renderer.close()
+    bar.close()
+    n_failed = sum(failures.values())
+    if n_failed:
+        log.warning("warm start: %d of %d compact programs did not render: %s", n_failed,
+                    per_kind * len(COMPACT_KINDS), failures)
+    if n_failed > max(2, per_kind * len(COMPACT_KINDS) // 10):
+        raise RuntimeError(f"warm start: {n_failed} compact programs failed to render ({failures}); "
+                           "is the sandboxed renderer working on this machine?")
+    for group in itertools.zip_longest(*(by_kind.get(k, []) for k in COMPACT_KINDS)):
+        examples.extend(e for e in group if e is not None)
+    return examples
+
+
+def encode_example(processor, example: WarmStartExample) -> dict[str, torch.Tensor]:
+    """Prompt (as generation starts) + fenced answer + <|im_end|>; labels cover the answer tokens only."""
+    prompt = processor.apply_chat_template(policy_messages(example.kind), add_generation_prompt=True,
+                                           tokenize=False)
+    answer = fenced_response(example.kind, example.code) + processor.tokenizer.eos_token
+    image = Image.fromarray(example.image.astype(np.uint8))
+    prompt_inputs = processor(text=[prompt], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    full = processor(text=[prompt + answer], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    n_prompt = prompt_inputs["input_ids"].shape[1]
+    input_ids = full["input_ids"][0]
+    if not torch.equal(input_ids[:n_prompt], prompt_inputs["input_ids"][0]):
+        raise RuntimeError("warm start: the answer changed the prompt's tokenization; labels would be misplaced")
+    labels = input_ids.clone()
+    labels[:n_prompt] = -100
+    return {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": full["mm_token_type_ids"][0],
+            "pixel_values": full["pixel_values"], "image_grid_thw": full["image_grid_thw"]}
+
+
+def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch (training: no generation follows, so the padding side does not matter)."""
+    length = max(e["input_ids"].shape[0] for e in encoded)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        out = torch.full((len(encoded), length), value, dtype=encoded[0][key].dtype)
+        for i, e in enumerate(encoded):
+            out[i, : e[key].shape[0]] = e[key]
+        return out
+
+    attention = torch.zeros(len(encoded), length, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        attention[i, : e["input_ids"].shape[0]] = 1
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "labels": pad("labels", -100),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "attention_mask": attention,
+        "pixel_values": torch.cat([e["pixel_values"] for e in encoded]),
+        "image_grid_thw": torch.cat([e["image_grid_thw"] for e in encoded]),
+    }
+
+
+def warm_start(model: torch.nn.Module, processor, cfg: TinyWarmStartConfig, seed: int,
+               progress: bool = True) -> dict[str, float]:
+    """Teacher-forced cross-entropy on the answer tokens (AdamW), in place. Deterministic for one config:
+    seeded, and on one thread (float reductions may differ with the thread count). Returns a small summary."""
+    start = time.perf_counter()
+    examples = render_examples(cfg.examples_per_task, seed=seed, split="train", progress=progress)
+    encoded = [encode_example(processor, e) for e in examples]
+    pad_id = processor.tokenizer.pad_token_id
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        order = random.Random(f"{seed}/warm-start-order")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then linear decay to 10 %
+            optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * (1.0 - 0.9 * s / cfg.steps))
+        model.train()
+        losses: list[float] = []
+        bar = tqdm(range(cfg.steps), desc="warm start: SFT", unit="step", disable=not progress)
+        batch_size = min(cfg.batch_size, len(encoded))
+        for _ in bar:
+            batch = collate([encoded[i] for i in order.sample(range(len(encoded)), batch_size)], pad_id)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+    tail = losses[-max(1, len(losses) // 10):]
+    summary = {"examples": float(len(examples)), "steps": float(cfg.steps), "first_loss": losses[0],
+               "final_loss": sum(tail) / len(tail), "seconds": round(time.perf_counter() - start, 1)}
+    log.info("warm start: %d steps on %d compact examples, loss %.3f → %.3f in %.0f s", cfg.steps,
+             len(examples), summary["first_loss"], summary["final_loss"], summary["seconds"])
+    return summary
+
+
+def write_compact_dataset(task: str, n: int, out_dir: Path, seed: int = 0, split: str = "train") -> int:
+    """`n` compact tasks of one kind as a verl-style parquet file (the rows `pipeline/data/synth.py` writes,
+    with compact programs): reference images a tiny warm-started policy can learn to reproduce. A program
+    that does not render is logged and left out; returns how many rows were written."""
+    from pipeline.data.records import png_bytes, write_parquet
+    from pipeline.render import make_renderer
+    from pipeline.tasks import get_task
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    renderer = make_renderer(task)
+    try:
+        for index in range(n):
+            code = compact_program(task, index, seed=seed, split=f"dataset-{split}")
+            result = renderer.render(code)  # the renderer's default size, like the synthetic set's
+            if not result.ok:
+                log.warning("compact %s #%d did not render (%s): left out", task, index, result.failure)
+                continue
+            rows.append({
+                "data_source": f"visual_erm_rl/compact_{task}",
+                "prompt": get_task(task).verl_prompt(),
+                "images": [{"bytes": png_bytes(result.image)}],
+                "ability": f"{task}_to_code",
+                "reward_model": {"style": "model", "ground_truth": code},
+                "extra_info": {"index": index, "split": split, "task": task, "seed": seed, "meta": "{}"},
+            })
+    finally:
+        renderer.close()
+    if rows:
+        write_parquet(rows, out_dir / f"{task}_{split}.parquet")
+    return len(rows)
