@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from pipeline.config import REPO_ROOT, Config, ConfigError, config_to_dict, load_config  # noqa: E402
+from pipeline.shutdown import StopSignals  # noqa: E402
 from pipeline.tracking import Tracker, git_commit, log, setup_console_logging  # noqa: E402
 
 
@@ -32,6 +33,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--config", default=None, help="YAML preset: a path or a name in configs/ "
                         "(default: configs/default.yaml, the embedded CPU run)")
+    parser.add_argument("--dry-run", action="store_true", help="print where every actor group would be placed "
+                        "on the cluster and exit: 0 if it fits, 3 if not (no Ray, no actors)")
+    parser.add_argument("--cluster", default=None, help="KubeRay RayCluster/RayJob manifest for --dry-run "
+                        "(default: the one the preset names in its `# cluster:` header line)")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
     return parser.parse_args(argv)
 
@@ -43,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from pipeline.placement import dry_run
+
+        code, report = dry_run(cfg, args.config, args.cluster, REPO_ROOT)
+        print(report, file=sys.stdout if code == 0 else sys.stderr)
+        return code
     setup_console_logging(cfg.logging.level)
     try:
         return run(cfg)
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg: Config) -> int:
     import ray
 
-    from actors.cluster import ActorRequest, ResourceError, check_fits, connect, wait_ready
+    from actors.cluster import ResourceError, check_fits, connect, wait_ready
     from actors.render_pool import RenderPool
     from actors.reward import RewardPool
     from actors.rollout import RolloutWorker
@@ -62,25 +73,23 @@ def run(cfg: Config) -> int:
     from pipeline.datasets import prepare_datasets
     from pipeline.dataloader import PromptLoader
     from pipeline.models import resolve_model_path
+    from pipeline.placement import NODE_GROUP_LABEL, requests_from_config
     from pipeline.stages import evaluate_policy, render_stage, reward_stage
     from pipeline.step_metrics import sample_metrics
-    from pipeline.streaming import StreamingScheduler
+    from pipeline.streaming import StreamingScheduler, StreamInterrupted
 
     run_dir = cfg.run_dir
     tracker = Tracker(cfg, run_dir, commit=git_commit(REPO_ROOT))
     exit_code, trainer, stream, render_pool, reward_pool = 1, None, None, None, None
+    stop = StopSignals()
+    stop.install()
     try:
         log.info("ray: %s", connect(cfg.ray))
+        stop.install()  # ray.init replaced our SIGTERM handler with its own (sys.exit)
 
         # 1. Placement: refuse configurations the cluster cannot host, before creating anything.
         t = cfg.trainer
-        check_fits([
-            ActorRequest("rollout", cfg.rollout.replicas, cfg.rollout.num_cpus, cfg.rollout.num_gpus),
-            ActorRequest("render", cfg.render.actors, cfg.render.cpus_per_actor),
-            ActorRequest("reward", cfg.reward.actors.replicas, cfg.reward.actors.num_cpus,
-                         cfg.reward.actors.num_gpus),
-            ActorRequest("trainer", t.ranks, t.num_cpus_per_rank, t.num_gpus_per_rank),
-        ])
+        check_fits(requests_from_config(cfg))  # same first-fit as `--dry-run`, honouring node_group
 
         # 2. Data: local parquet files, or a synthetic set rendered once and cached.
         train_prompts, eval_prompts = prepare_datasets(cfg.data)
@@ -94,9 +103,13 @@ def run(cfg: Config) -> int:
         reward_pool = RewardPool(cfg.reward, cfg.models, start_timeout_s=start_timeout)
         policy_path = resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
         trainer = TrainerGroup(cfg.trainer, str(policy_path), group_size=cfg.rollout.sampling.n,
-                               run_config=config_to_dict(cfg))
+                               run_config=config_to_dict(cfg), weight_sync=cfg.rollout.weight_sync,
+                               weight_dtype=cfg.models.policy.dtype)
         rollout_workers = [
-            RolloutWorker.options(num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus).remote(
+            RolloutWorker.options(
+                num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus,
+                label_selector={NODE_GROUP_LABEL: cfg.rollout.node_group} if cfg.rollout.node_group else {},
+            ).remote(
                 cfg.models, cfg.rollout, seed=cfg.run.seed + i)
             for i in range(cfg.rollout.replicas)
         ]
@@ -153,13 +166,22 @@ def run(cfg: Config) -> int:
         )
         stream.start(first_step=start_step, trained_versions=trainer.version)
 
-        # 6. Training: one GRPO update per step on the step's complete, scored groups.
+        # 6. Training: one GRPO update per step on the step's complete, scored groups. From here a first
+        #    SIGINT / SIGTERM lets the current update and weight sync finish, then stops and saves.
+        stop.begin_graceful(on_request=stream.interrupt)
         step = start_step
         try:
             for step in range(start_step, cfg.run.total_steps):
+                if stop.requested:
+                    break
                 t0 = time.perf_counter()
-                groups = stream.next_batch(step, timeout_s=s.step_timeout_s)
+                try:
+                    groups = stream.next_batch(step, timeout_s=s.step_timeout_s)
+                except StreamInterrupted:
+                    break
                 wait_s = time.perf_counter() - t0
+                if cfg.rollout.vllm.enable_sleep_mode:  # colocated engines free the GPUs for the update;
+                    ray.get([w.sleep.remote() for w in rollout_workers], timeout=rollout_timeout)  # sync wakes them
                 batch_stats = reward_pool.function.finalize([x for g in groups for x in g],
                                                             [x.extra.pop("reward_partial") for g in groups for x in g])
                 metrics = {f"train/{k}": v for k, v in trainer.update(groups).items()
@@ -169,31 +191,45 @@ def run(cfg: Config) -> int:
                 metrics.update({f"samples/{k}": v for k, v in sample_metrics(groups, trainer.version - 1).items()})
                 metrics.update({f"reward_batch/{k}": v for k, v in batch_stats.items() if isinstance(v, (int, float))})
                 metrics.update(_throughput(stream, time.perf_counter() - t0, wait_s, sync))
-                tracker.log(metrics, step=step)
+                tracker.log_step(metrics, groups, step=step)  # + progress line, reward histograms, sample table
                 if t.save_every_steps and trainer.version % t.save_every_steps == 0:
                     save()
                 if cfg.run.eval_every_steps and trainer.version % cfg.run.eval_every_steps == 0:
                     tracker.log(evaluate_policy(eval_batch(), greedy, render_pool, reward_pool), step=step)
-            step = cfg.run.total_steps
-        except KeyboardInterrupt:
-            log.warning("interrupted at step %d: saving a final checkpoint", step)
-        # Final checkpoint (unless this version was just saved) and a last evaluation on the held-out split.
+            else:
+                step = cfg.run.total_steps
+        finally:
+            if stop.requested:
+                log.warning("%s: stopped before step %d, the policy is at version %d", stop.name, step,
+                            trainer.version)
+        # Final checkpoint (unless this version was just saved) and a last evaluation on the held-out split
+        # (skipped when stopping on a signal: the user wants the run to end).
         if trainer.version != last_saved:
             save()
-        if eval_prompts:
+        if eval_prompts and not stop.requested:
             tracker.log(evaluate_policy(eval_batch(), greedy, render_pool, reward_pool), step=max(step - 1, 0))
-        exit_code = 0
+        exit_code = stop.exit_code
     except ResourceError as e:
         log.error("%s", e)
         exit_code = 3
+    except KeyboardInterrupt:  # a signal before training started, or a second one: no checkpoint
+        log.warning("%s: aborted without saving a checkpoint (earlier ones stay valid)", stop.name)
+        exit_code = stop.exit_code
     finally:
+        # Teardown always runs to the end (more signals only hurry it): no actor or Ray process outlives us.
+        stop.begin_teardown()
         if stream is not None:
-            stream.close()
-        for resource in (trainer, render_pool, reward_pool):
+            stuck = stream.close(timeout_s=2.0 if stop.aborted else 10.0)
+            if stuck:
+                log.warning("stream threads still in a call at shutdown: %s", stuck)
+        if trainer is not None:
+            trainer.shutdown(graceful=not stop.aborted)
+        for resource in (render_pool, reward_pool):
             if resource is not None:
                 (resource.shutdown if hasattr(resource, "shutdown") else resource.close)()
         tracker.finish(exit_code)
         ray.shutdown()
+        stop.uninstall()
     return exit_code
 
 

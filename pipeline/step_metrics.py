@@ -16,6 +16,8 @@ def sample_metrics(groups: list[list[Sample]], trainer_version: int) -> dict[str
     metrics["reward/mean"] = float(np.nanmean(rewards)) if len(samples) else 0.0
     metrics["reward/std"] = float(np.nanstd(rewards)) if len(samples) else 0.0
     metrics["reward/missing"] = int(np.isnan(rewards).sum())  # must stay 0: every sample is scored
+    metrics["scored"] = len(samples) - metrics["reward/missing"]  # a failure reward counts as scored...
+    metrics["failed"] = sum(1 for s in samples if s.failure)  # ...and is also counted here, by reason below
     by_task: dict[str, list[float]] = defaultdict(list)
     components: dict[str, list[float]] = defaultdict(list)
     for s in samples:
@@ -41,6 +43,9 @@ def sample_metrics(groups: list[list[Sample]], trainer_version: int) -> dict[str
     metrics["judgement/invalid"] = sum(1 for s in samples if "invalid_judgement" in (s.failure or ""))
     versions = [s.policy_version for s in samples if s.policy_version is not None]
     if versions:
+        # The policy versions that generated this batch: rollout workers report the weights they were sent.
+        metrics["policy_version/min"] = min(versions)
+        metrics["policy_version/max"] = max(versions)
         metrics["staleness/max"] = trainer_version - min(versions)
         metrics["staleness/mean"] = float(np.mean([trainer_version - v for v in versions]))
     lengths = [len(s.response_ids or ()) for s in samples]

@@ -50,6 +50,10 @@ class StreamError(RuntimeError):
     """A stage failed; the run stops (samples in flight are reported, not silently dropped)."""
 
 
+class StreamInterrupted(Exception):
+    """`interrupt()` was called (the driver got SIGINT / SIGTERM) while the trainer waited for a batch."""
+
+
 class StreamingScheduler:
     def __init__(
         self,
@@ -73,6 +77,7 @@ class StreamingScheduler:
         self._trained = 0  # updates finished by the trainer (the policy version rollouts may use)
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._interrupted = threading.Event()
         self._error: Optional[BaseException] = None
         self._assembler = GroupAssembler()
         self._groups_of_step: dict[int, set[str]] = {}
@@ -108,11 +113,18 @@ class StreamingScheduler:
             self._trained = version
             self._cond.notify_all()
 
+    def interrupt(self) -> None:
+        """Make a waiting (or the next) `next_batch` raise StreamInterrupted within `poll_s`. Safe to call from
+        a signal handler: it only sets a flag; the stage threads keep running until `close`."""
+        self._interrupted.set()
+
     def next_batch(self, step: int, timeout_s: float) -> list[list[Sample]]:
         """All groups drawn for rollout step `step`, once every sample of them is scored (or failed)."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._raise_if_failed()
+            if self._interrupted.is_set():
+                raise StreamInterrupted(f"interrupted while waiting for step {step}'s groups")
             with self._lock:
                 wanted = self._groups_of_step.get(step)
                 if wanted is not None and len(self._complete[step]) == len(wanted):
@@ -139,12 +151,16 @@ class StreamingScheduler:
                 **{name: q.qsize() for name, q in zip(self._stage_names, self._stage_qs)},
                 "done": self._done_q.qsize()}
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float = 10.0) -> list[str]:
+        """Stop every stage thread; wait at most `timeout_s` in all. Returns the names of threads still inside
+        a stage call (daemon threads: they end with the process, or when the actor they wait on is killed)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout=timeout_s)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        return [t.name for t in self._threads if t.is_alive()]
 
     # ----------------------------------------------------------------------------------------- threads
     def _raise_if_failed(self) -> None:

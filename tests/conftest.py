@@ -30,3 +30,17 @@ def policy_dir(models_cfg) -> Path:
     from pipeline.models import resolve_model_path
 
     return resolve_model_path(models_cfg.policy, models_cfg.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> Path:
+    """The driver's synthetic-set cache, shared by this session's end-to-end runs (rendered once)."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
+@pytest.fixture(scope="session")
+def run_caches(model_cache, policy_dir, data_cache) -> list[str]:
+    """Overrides that point a driver run at the session's caches, the tiny policy already built (its warm
+    start takes a minute or more, which must not count against a run's own timeout). The test that checks
+    the from-nothing path (test_main's embedded default) uses fresh caches instead."""
+    return [f"models.cache_dir={model_cache}", f"data.cache_dir={data_cache}"]

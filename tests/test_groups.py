@@ -1,6 +1,5 @@
-import pytest
-
 import numpy as np
+import pytest
 
 from pipeline.groups import GroupAssembler
 from pipeline.sample import Sample
@@ -37,3 +36,19 @@ def test_unknown_duplicate_and_reopened_groups_are_errors():
         g.expect("a", 2)
     with pytest.raises(ValueError):
         g.expect("c", 0)
+
+
+def test_step_metrics_count_scored_and_failed_samples_and_policy_versions():
+    from pipeline.step_metrics import sample_metrics
+
+    def sample(prompt_id, reward, failure=None, version=0):
+        s = Sample(task="chart", reference_image=np.zeros((2, 2, 3), np.uint8), prompt_id=prompt_id)
+        s.reward, s.failure, s.policy_version = reward, failure, version
+        return s
+
+    groups = [[sample("a", 1.0, version=2), sample("a", 0.0, "render:syntax_error", version=3)],
+              [sample("b", 0.0, "reward:no_code", version=3), sample("b", None, version=3)]]
+    m = sample_metrics(groups, trainer_version=3)
+    assert m["samples"] == 4 and m["scored"] == 3 and m["reward/missing"] == 1
+    assert m["failed"] == 2 and m["failures/syntax_error"] == 1 and m["failures/no_code"] == 1
+    assert m["policy_version/min"] == 2 and m["policy_version/max"] == 3 and m["staleness/max"] == 1

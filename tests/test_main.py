@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ray_job_submit_runs_main_on_a_started_head(tmp_path):
+def test_ray_job_submit_runs_main_on_a_started_head(tmp_path, run_caches):
     """README's cluster recipe: RAY_AUTH_MODE=token for both `ray start --head` and `ray job submit`."""
     venv_bin = Path(PYTHON).parent
     ray_cli = venv_bin / "ray"
@@ -95,8 +95,7 @@ def test_ray_job_submit_runs_main_on_a_started_head(tmp_path):
         job = subprocess.run(
             [str(ray_cli), "job", "submit", "--address", address, "--working-dir", str(REPO_ROOT),
              "--", "python", "pipeline/main.py", "run.total_steps=1", "logging.wandb.mode=disabled",
-             f"models.cache_dir={tmp_path / 'models'}", f"data.cache_dir={tmp_path / 'data'}",
-             f"run.output_dir={tmp_path / 'runs'}"],
+             *run_caches, f"run.output_dir={tmp_path / 'runs'}"],
             env=env, capture_output=True, text=True, timeout=420,
         )
         out = job.stdout + job.stderr

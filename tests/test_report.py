@@ -181,9 +181,9 @@ def test_report_of_a_run_without_samples_or_training_says_so(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # a fresh model cache includes the tiny models' warm start: minutes on 2 busy cores
+@pytest.mark.timeout(900)
 @needs_chromium
-def test_embedded_default_wandb_table_and_report(tmp_path):
+def test_embedded_default_wandb_table_and_report(tmp_path, run_caches):
     """The embedded default for 2 steps: its offline wandb run holds the image table, its report opens."""
     env = dict(os.environ, RAY_ADDRESS="")  # never join a cluster some other process left running
     proc = subprocess.run(
@@ -192,8 +192,7 @@ def test_embedded_default_wandb_table_and_report(tmp_path):
             str(REPO_ROOT / "pipeline" / "main.py"),
             "ray.address=local",
             f"run.output_dir={tmp_path / 'runs'}",
-            f"models.cache_dir={tmp_path / 'models'}",
-            f"data.cache_dir={tmp_path / 'data'}",
+            *run_caches,
             "run.name=dash",
             "run.total_steps=2",
             "logging.wandb.table_every_steps=1",

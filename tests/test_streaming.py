@@ -129,3 +129,43 @@ def test_timeout_reports_samples_in_flight():
         sched.next_batch(0, timeout_s=0.5)
     gate.set()
     sched.close()
+
+
+def test_interrupt_stops_a_waiting_next_batch_promptly():
+    """The driver's SIGINT/SIGTERM handler calls interrupt(): the trainer stops waiting within poll_s."""
+    from pipeline.streaming import StreamInterrupted
+
+    gate = threading.Event()
+
+    def slow_render(samples):
+        gate.wait(10)
+        return samples
+
+    next_prompts, _ = _prompts_source()
+    sched = _scheduler(next_prompts, staleness=0, stages=[("render", slow_render, 1)])
+    sched.start()
+    threading.Timer(0.3, sched.interrupt).start()
+    t0 = time.monotonic()
+    with pytest.raises(StreamInterrupted):
+        sched.next_batch(0, timeout_s=30)
+    assert 0.25 < time.monotonic() - t0 < 2
+    gate.set()
+    assert sched.close(timeout_s=5) == []
+
+
+def test_close_waits_at_most_its_timeout_in_all_and_names_stuck_threads():
+    gate = threading.Event()
+
+    def stuck(samples):
+        gate.wait(20)
+        return samples
+
+    next_prompts, _ = _prompts_source()
+    sched = _scheduler(next_prompts, staleness=0, stages=[("render", stuck, 3)])
+    sched.start()
+    time.sleep(0.3)  # let the render threads pick up chunks and block
+    t0 = time.monotonic()
+    stuck_threads = sched.close(timeout_s=1.0)
+    assert time.monotonic() - t0 < 2.5  # one deadline for all threads, not 1 s per thread
+    assert stuck_threads and all(name.startswith("render-") for name in stuck_threads)
+    gate.set()

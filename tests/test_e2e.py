@@ -1,0 +1,271 @@
+"""End to end on CPU: `pipeline/main.py` with the tiny policy and tiny RM on all three tasks, as a user runs it.
+
+- a 2-rank trainer run: policy weights move (beyond weight decay), rollout workers use the synced versions,
+  every sample is scored (failures counted), checkpoints hold the trained weights;
+- graceful shutdown: SIGTERM (what `ray job stop` sends) mid-run saves the last completed version, exits 143,
+  and the checkpoint resumes; a double Ctrl-C aborts fast with exit 130; neither leaves a process behind.
+
+Reward values are not asserted (the tiny policy rarely writes code that renders): only counts, versions and
+weights. (The resume-from-the-last-step test of the plain default run is in test_main.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from pipeline.config import REPO_ROOT
+
+MAIN = str(REPO_ROOT / "pipeline" / "main.py")
+TASKS = {"chart", "table", "svg"}
+
+
+@pytest.fixture(scope="module")
+def caches(run_caches) -> list[str]:
+    return run_caches
+
+
+def _cmd(run_dir: Path, caches: list[str], *overrides: str) -> list[str]:
+    return [sys.executable, MAIN, "ray.address=local", f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}",
+            "logging.wandb.mode=disabled", "data.synth_eval_per_task=0", *caches, *overrides]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, RAY_ADDRESS="")  # never join a cluster some other process left running
+
+
+def _run(run_dir: Path, caches: list[str], *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(run_dir, caches, *overrides), capture_output=True, text=True, timeout=timeout,
+                          check=False, cwd=run_dir.parent, env=_env())
+
+
+def _step_records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "train/version" in r]
+
+
+def _checkpoint_weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    """The full policy state dict from a checkpoint's per-rank FSDP2 shards (DTensors sharded on one dim)."""
+    shards = sorted((step_dir / "policy").glob("model_world_size_*_rank_*.pt"),
+                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    assert shards, f"no policy shards in {step_dir}"
+    per_rank = [torch.load(p, map_location="cpu", weights_only=False) for p in shards]
+    full = {}
+    for name, first in per_rank[0].items():
+        if not hasattr(first, "placements"):
+            full[name] = first
+            continue
+        placement = first.placements[0]
+        if placement.is_shard():
+            full[name] = torch.cat([sd[name].to_local() for sd in per_rank], dim=placement.dim)
+        else:
+            full[name] = first.to_local()
+    return full
+
+
+def _initial_weights(model_path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights = {}
+    for f in sorted(Path(model_path).glob("*.safetensors")):
+        weights.update(load_file(f))
+    return weights
+
+
+def _run_processes(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _survivors(snapshot: list[psutil.Process], pgid: int, wait_s: float = 20.0) -> list[str]:
+    """Processes of the run still alive after it exited: any from the snapshot of its tree (same pid AND
+    start time, so a recycled pid does not count), or any in its process group."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = [p for p in snapshot if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE and p not in alive:
+                    alive.append(p)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        if not alive or time.monotonic() > deadline:
+            out = []
+            for p in alive:
+                try:
+                    out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+                except psutil.NoSuchProcess:
+                    continue
+            return out
+        time.sleep(0.5)
+
+
+# Generous limits: on a shared 2-core box the tiny policy's warm start (session fixture) and Ray's start-up
+# alone can take minutes; the runs themselves take 1-2 minutes on an idle machine.
+E2E_TIMEOUT_S = 1800
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_two_rank_run_trains_syncs_versions_and_scores_every_sample(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "e2e"
+    run_dir.parent.mkdir(parents=True)
+    prompts, n, steps, staleness = 3, 4, 3, 1
+    t0 = time.monotonic()
+    proc = _run(run_dir, caches, f"run.total_steps={steps}", f"data.prompts_per_step={prompts}",
+                f"rollout.sampling.n={n}", f"stream.max_staleness={staleness}",
+                # 2 trainer ranks in 2 cores: rollout, render, reward 0.5 CPU each, the ranks 0.25 each
+                "trainer.ranks=2", "trainer.num_cpus_per_rank=0.25", "trainer.save_every_steps=2",
+                "trainer.micro_batch_size_per_device=3",  # 12 samples = 6 per rank = 2 micro-batches
+                # an entropy bonus gives every update a gradient whatever the rewards (the tiny policy's are
+                # often all equal, which zeroes GRPO advantages), so "weights moved" does not hinge on luck
+                "trainer.entropy_coeff=0.01")
+    runtime = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 trainer rank(s)" in proc.stderr
+
+    records = _step_records(run_dir)
+    assert [r["step"] for r in records] == list(range(steps))
+    tasks_seen = set()
+    for r in records:
+        step = r["step"]
+        # every sample of the step came back scored: a failure is a scored sample with its reason counted
+        assert r["samples/samples"] == prompts * n and r["samples/groups"] == prompts
+        assert r["samples/scored"] == prompts * n and r["samples/reward/missing"] == 0
+        reasons = sum(v for k, v in r.items() if k.startswith("samples/failures/"))
+        assert reasons == r["samples/failed"], r
+        # rollouts used the synced weights: step s was generated by version >= s - max_staleness
+        assert r["samples/policy_version/min"] >= max(0, step - staleness), r
+        assert r["train/version"] == step + 1
+        assert r["train/grad_norm"] > 0
+        tasks_seen |= {k.split("/")[2] for k in r if k.startswith("samples/reward/") and k.endswith("/mean")
+                       and k.count("/") == 3}
+    assert records[-1]["samples/policy_version/max"] >= 1, "the rollout workers never reported a new version"
+    assert tasks_seen == TASKS
+
+    # Checkpoints: every 2 updates and the final one; the final holds weights that moved from the initial
+    # model by more than weight decay alone can explain (AdamW decay alone gives w0 * (1 - lr * wd)^k).
+    checkpoints = run_dir / "checkpoints"
+    assert {p.name for p in checkpoints.glob("step_*")} == {"step_2", f"step_{steps}"}
+    meta = json.loads((checkpoints / f"step_{steps}" / "meta.json").read_text())
+    assert meta["version"] == steps and meta["world_size"] == 2
+    trained = _checkpoint_weights(checkpoints / f"step_{steps}")
+    initial = _initial_weights(meta["model_path"])
+    lr, wd = meta["trainer_config"]["lr"], meta["trainer_config"]["weight_decay"]
+    decay = (1 - lr * wd) ** steps
+    common = [k for k in trained if k in initial]
+    assert len(common) >= len(trained) * 0.9, (sorted(trained)[:5], sorted(initial)[:5])
+    moved = max((trained[k].float() - initial[k].float()).abs().max().item() for k in common)
+    beyond_decay = max((trained[k].float() - initial[k].float() * decay).abs().max().item() for k in common)
+    decay_only = max((initial[k].float() * (1 - decay)).abs().max().item() for k in common)
+    assert moved > 0
+    assert beyond_decay > 10 * decay_only, (beyond_decay, decay_only)
+    print(f"e2e 2-rank run: {runtime:.0f} s; max |w - w0| {moved:.2e}, beyond decay {beyond_decay:.2e}, "
+          f"decay alone {decay_only:.2e}")
+
+
+def _start(run_dir: Path, caches: list[str], *overrides: str) -> tuple[subprocess.Popen, Path]:
+    log_path = run_dir.parent / f"{run_dir.name}.log"
+    log_file = log_path.open("w")
+    # Its own session = its own process group, as a terminal gives a foreground job: Ctrl-C goes to the group.
+    proc = subprocess.Popen(_cmd(run_dir, caches, *overrides), stdout=log_file, stderr=subprocess.STDOUT,
+                            cwd=run_dir.parent, env=_env(), start_new_session=True)
+    log_file.close()
+    return proc, log_path
+
+
+def _wait_for_step(proc: subprocess.Popen, run_dir: Path, log_path: Path, step: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(r["step"] >= step for r in _step_records(run_dir)):
+        assert proc.poll() is None, f"run ended early ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no step {step} within {timeout_s:g} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        pytest.fail(f"still running {timeout_s:g} s after the signal:\n{log_path.read_text()[-3000:]}")
+    return time.monotonic() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_sigterm_saves_the_last_completed_version_exits_143_and_resumes(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "term"
+    run_dir.parent.mkdir(parents=True)
+    proc, log_path = _start(run_dir, caches, "run.total_steps=50", "trainer.save_every_steps=0")
+    try:
+        _wait_for_step(proc, run_dir, log_path, step=1, timeout_s=900)
+        tree = _run_processes(proc.pid)
+        assert len(tree) > 3, "expected the driver, Ray's daemons and the actors"
+        # To the driver alone, as `kill`, `timeout` or Kubernetes do (`ray job stop` signals the entrypoint and
+        # its children; on a cluster the Ray daemons and actors are not among them, here they would be).
+        os.kill(proc.pid, signal.SIGTERM)
+        stop_s = _stop(proc, log_path, timeout_s=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = log_path.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert "SIGTERM: stopping after the current update" in log
+    assert not _survivors(tree, proc.pid)
+
+    # The final checkpoint is the last update that completed (the trainer finished it before stopping).
+    last_version = _step_records(run_dir)[-1]["train/version"]
+    latest = run_dir / "checkpoints" / "latest"
+    assert latest.exists(), log[-3000:]
+    step_dir = run_dir / "checkpoints" / f"step_{int(last_version)}"
+    assert json.loads((step_dir / "meta.json").read_text())["version"] == last_version
+    assert _checkpoint_weights(step_dir)  # the shards load
+    print(f"SIGTERM: exited {stop_s:.1f} s after the signal, checkpoint version {last_version}")
+
+    # ...and the run resumes from it.
+    resumed = _run(run_dir, caches, f"run.total_steps={int(last_version) + 1}", "trainer.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {int(last_version)}" in resumed.stderr
+    assert _step_records(run_dir)[-1]["step"] == last_version
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_second_ctrl_c_aborts_fast_without_leaving_processes(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "abort"
+    run_dir.parent.mkdir(parents=True)
+    proc, log_path = _start(run_dir, caches, "run.total_steps=50", "trainer.save_every_steps=0")
+    try:
+        _wait_for_step(proc, run_dir, log_path, step=1, timeout_s=900)
+        tree = _run_processes(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        stop_s = _stop(proc, log_path, timeout_s=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = log_path.read_text()
+    assert proc.returncode == 128 + signal.SIGINT, log[-3000:]
+    assert "aborted without saving" in log
+    assert not _survivors(tree, proc.pid)
+    print(f"double Ctrl-C: exited {stop_s:.1f} s after the second signal")
