@@ -59,14 +59,15 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "pipeline" / "main.py"
-sys.path.insert(0, str(REPO))  # pipeline.reward.schema: the categories a valid judgement may name
+sys.path.insert(0, str(REPO))  # pipeline.reward: the local chat endpoint and the judgement categories
+
+from pipeline.reward.testing import ChatServer  # noqa: E402
 
 # The workload both modes run. Sized so the two halves of the loop are comparable on a 2-core CPU box: the
 # trainer's update (1 rank, 1 torch thread) and the rollout worker's generate (1 torch thread) take similar
@@ -138,60 +139,36 @@ class SimulatedRemoteRM:
     busy time per step is measured, not assumed."""
 
     def __init__(self, s_per_pair: float, capacity: int = 1):
-        from pipeline.reward.schema import CATEGORIES
-
         self.s_per_pair = s_per_pair
         self.capacity = capacity
         self.slots = threading.Semaphore(capacity)
         self.lock = threading.Lock()
         self.intervals: list[tuple[float, float]] = []  # (start, end) epoch seconds of each judgement
         self.requests = 0
-        rm = self
+        self.server = ChatServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def _answer(self, raw: bytes) -> tuple[int, str]:
+        from pipeline.reward.schema import CATEGORIES
 
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    body = json.loads(raw)
-                    task = body["response_format"]["json_schema"]["name"].split("_")[0]
-                    cats = CATEGORIES[task]
-                except (ValueError, KeyError, TypeError) as e:
-                    return self._send(400, {"error": f"not a judgement request: {e!r}"})
-                digest = hashlib.sha1(raw).digest()
-                with rm.slots:
-                    start = time.time()
-                    time.sleep(rm.s_per_pair)
-                    end = time.time()
-                errors = [{"category": cats[digest[1 + k] % len(cats)], "severity": 1 + digest[4 + k] % 3,
-                           "location": f"region {k}", "description": f"simulated {digest[:4].hex()}"}
-                          for k in range(digest[0] % 3)]
-                counts = {c: sum(e["category"] == c for e in errors) for c in cats}
-                with rm.lock:
-                    rm.requests += 1
-                    rm.intervals.append((start, end))
-                content = json.dumps({"errors": errors, "counts": counts}, separators=(",", ":"))
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": content},
-                                              "finish_reason": "stop"}]})
-
-            def _send(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="simulated-rm", daemon=True)
-        self._thread.start()
+        try:
+            task = json.loads(raw)["response_format"]["json_schema"]["name"].split("_")[0]
+            cats = CATEGORIES[task]
+        except (ValueError, KeyError, TypeError) as e:
+            return 400, f"not a judgement request: {e!r}"
+        digest = hashlib.sha1(raw).digest()
+        with self.slots:
+            start = time.time()
+            time.sleep(self.s_per_pair)
+            end = time.time()
+        errors = [{"category": cats[digest[1 + k] % len(cats)], "severity": 1 + digest[4 + k] % 3,
+                   "location": f"region {k}", "description": f"simulated {digest[:4].hex()}"}
+                  for k in range(digest[0] % 3)]
+        counts = {c: sum(e["category"] == c for e in errors) for c in cats}
+        with self.lock:
+            self.requests += 1
+            self.intervals.append((start, end))
+        return 200, json.dumps({"errors": errors, "counts": counts}, separators=(",", ":"))
 
     def overrides(self) -> list[str]:
         # The client may keep more requests in flight than the model has slots (they queue at the server,
@@ -206,8 +183,7 @@ class SimulatedRemoteRM:
         return busy, sum(t0 < b <= t1 for _, b in spans)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def run_mode(name: str, staleness: int, args, output_dir: Path, round_index: int, workload: str = "local",

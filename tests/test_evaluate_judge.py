@@ -7,7 +7,6 @@ import io
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -16,6 +15,7 @@ from pipeline.evaluate.benchmark import evaluate_critic, text_judge
 from pipeline.evaluate.config import CriticEvalConfig
 from pipeline.evaluate.critic import VERDICT_SCHEMA, LLMJudgeMatcher, parse_discrepancies, parse_verdict
 from pipeline.reward.backends.vllm import vllm_available
+from pipeline.reward.testing import ChatServer
 
 LIFETIME_S = 60  # the fake judge shuts itself down after this long, whatever the test does
 
@@ -27,43 +27,19 @@ SCRIPT = {
 }
 
 
-class FakeJudge:
+class FakeJudge(ChatServer):
     def __init__(self):
         self.bodies = []
         self.lock = threading.Lock()
-        judge = self
+        super().__init__(self._answer, lifetime_s=LIFETIME_S)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with judge.lock:
-                    judge.bodies.append(body)
-                text = body["messages"][0]["content"]
-                x, y = (json.loads(m)["description"] for m in re.findall(r"^[XY]: (\{.*\})$", text, re.M))
-                content = SCRIPT.get((x, y), '{"verdict":"no"}')
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
-                                                "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.watchdog = threading.Timer(LIFETIME_S, self.server.shutdown)
-        self.watchdog.daemon = True
-        self.watchdog.start()
-
-    def stop(self):
-        self.watchdog.cancel()
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, raw: bytes) -> tuple[int, str]:
+        body = json.loads(raw)
+        with self.lock:
+            self.bodies.append(body)
+        text = body["messages"][0]["content"]
+        x, y = (json.loads(m)["description"] for m in re.findall(r"^[XY]: (\{.*\})$", text, re.M))
+        return 200, SCRIPT.get((x, y), '{"verdict":"no"}')
 
 
 @pytest.fixture

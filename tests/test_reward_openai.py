@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -19,13 +18,13 @@ from pipeline.reward.backends.openai import OpenAIBackend
 from pipeline.reward.config import RewardConfig
 from pipeline.reward.schema import CATEGORIES, json_schema
 from pipeline.reward.scorer import RewardScorer
-from pipeline.reward.testing import random_samples
+from pipeline.reward.testing import ChatServer, random_samples
 
 MAX_REQUESTS = 400  # a server answers 503 after this many, whatever the test does
 LIFETIME_S = 90  # and shuts itself down after this long
 
 
-class FakeRM:
+class FakeRM(ChatServer):
     """A canned OpenAI-compatible chat endpoint. `fail_first` requests get HTTP 503, `slow_s` delays every
     answer, `garbage_first` answers are not JSON."""
 
@@ -33,62 +32,30 @@ class FakeRM:
         self.fail_first, self.slow_s, self.garbage_first, self.work_s = fail_first, slow_s, garbage_first, work_s
         self.requests, self.bodies, self.in_flight, self.max_in_flight = 0, [], 0, 0
         self.lock = threading.Lock()
-        rm = self
+        super().__init__(self._answer, lifetime_s=LIFETIME_S)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with rm.lock:
-                    rm.requests += 1
-                    n = rm.requests
-                    rm.bodies.append(body)
-                    rm.in_flight += 1
-                    rm.max_in_flight = max(rm.max_in_flight, rm.in_flight)
-                try:
-                    time.sleep(rm.work_s + rm.slow_s)
-                    if n > MAX_REQUESTS or n <= rm.fail_first:
-                        return self._send(503, {"error": "overloaded"})
-                    task = body["response_format"]["json_schema"]["name"].split("_")[0]
-                    cats = CATEGORIES[task]
-                    errors = [{"category": cats[n % len(cats)], "severity": 1 + n % 3, "location": "title",
-                               "description": f"request {n}"}]
-                    content = json.dumps({"errors": errors, "counts": {c: int(c == cats[n % len(cats)])
-                                                                        for c in cats}})
-                    if n <= rm.fail_first + rm.garbage_first:
-                        content = "Sorry, I cannot compare these."
-                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": content},
-                                                  "finish_reason": "stop"}]})
-                finally:
-                    with rm.lock:
-                        rm.in_flight -= 1
-
-            def _send(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.watchdog = threading.Timer(LIFETIME_S, self.server.shutdown)
-        self.watchdog.daemon = True
-        self.watchdog.start()
-
-    def stop(self):
-        self.watchdog.cancel()
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, raw: bytes) -> tuple[int, str]:
+        body = json.loads(raw)
+        with self.lock:
+            self.requests += 1
+            n = self.requests
+            self.bodies.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.work_s + self.slow_s)
+            if n > MAX_REQUESTS or n <= self.fail_first:
+                return 503, "overloaded"
+            if n <= self.fail_first + self.garbage_first:
+                return 200, "Sorry, I cannot compare these."
+            task = body["response_format"]["json_schema"]["name"].split("_")[0]
+            cats = CATEGORIES[task]
+            errors = [{"category": cats[n % len(cats)], "severity": 1 + n % 3, "location": "title",
+                       "description": f"request {n}"}]
+            return 200, json.dumps({"errors": errors, "counts": {c: int(c == cats[n % len(cats)]) for c in cats}})
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
-"""Helpers for tests and benchmarks of the reward service: a small-answer config for the tiny reward model
-and random (reference, rendering) samples."""
+"""Helpers for tests and benchmarks of the reward service: a small-answer config for the tiny reward model,
+random (reference, rendering) samples, and a local OpenAI-compatible chat endpoint with scripted answers."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -44,3 +47,46 @@ def random_samples(n: int, seed: int = 0, size: tuple[int, int] = (48, 64)) -> l
         samples.append(Sample(task=TASK_KINDS[i % 3], reference_image=ref, prompt_id=f"p{i // 4}",
                               code=f"# program {i}", rendered_image=pred))
     return samples
+
+
+class ChatServer:
+    """An OpenAI-compatible `/chat/completions` endpoint on 127.0.0.1 for tests and benchmarks.
+
+    `answer(raw_request_body)` returns (HTTP status, text): the assistant's message for 200, the error message
+    otherwise; the server wraps it in the API's JSON. Requests are served on threads, so `answer` must be
+    thread-safe. With `lifetime_s` the server shuts itself down after that long, whatever its user does."""
+
+    def __init__(self, answer: Callable[[bytes], tuple[int, str]], lifetime_s: Optional[float] = None):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                status, text = answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                reply = ({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+                         if status == 200 else {"error": text})
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, name="chat-server", daemon=True).start()
+        self.watchdog = None
+        if lifetime_s is not None:
+            self.watchdog = threading.Timer(lifetime_s, self.server.shutdown)
+            self.watchdog.daemon = True
+            self.watchdog.start()
+
+    def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.server.shutdown()
+        self.server.server_close()
