@@ -18,7 +18,8 @@ from pipeline.config import DatasetConfig
 from pipeline.dataloader import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
-SYNTH_VERSION = 2  # bump when the generators change what a seed produces (2: chart rows carry their trace)
+SYNTH_VERSION = 3  # bump when the generators change what a seed produces (2: chart rows carry their trace;
+#                   3: charts drawn at the dpi that fits the output size, not resampled)
 
 
 def prepare_datasets(cfg: DatasetConfig) -> tuple[list[Prompt], list[Prompt]]:

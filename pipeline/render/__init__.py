@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pipeline.render.config import RenderConfig
 from pipeline.render.result import RenderFailure, RenderRequest, RenderResult
+
+if TYPE_CHECKING:
+    from pipeline.render.config import RenderConfig
 
 RenderKind = Literal["chart", "table", "svg"]
 RENDER_KINDS: tuple[RenderKind, ...] = ("chart", "table", "svg")
@@ -78,6 +80,15 @@ def _close_all_locked() -> None:
 
 
 atexit.register(close_all)
+
+
+def __getattr__(name: str):
+    # RenderConfig (pydantic) is imported on first use, not with the package: the zygote imports this package
+    # and every module it holds is memory each forked child pays for (pydantic and the schemas: ~6 MB).
+    if name == "RenderConfig":
+        from pipeline.render.config import RenderConfig
+        return RenderConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "RENDER_KINDS",

@@ -88,17 +88,20 @@ def warm(options: dict[str, Any]) -> None:
         exec(compile(_WARMUP_CODE, "<warmup>", "exec"), {"__name__": "__warmup__"})
     finally:
         tracer.__exit__(None, None, None)
+    # Drawn as children draw them: fitted into the configured output size, so fonts are cached at the sizes
+    # they will be rasterised at.
+    fit = tuple(options.get("size", (640, 480)))
     figures = [plt.figure(num) for num in plt.get_fignums()]
     for fig in figures:
-        _figure_rgba(fig, max_side_px=2048)
+        _figure_rgba(fig, max_side_px=2048, fit=fit)
     chart_trace.bound_trace(chart_trace.trace_figures(figures, tracer.calls, draw=False))
     plt.close("all")
     if options.get("warm_generated", WARMUP_GENERATED_CHARTS):
-        _warm_generated_charts(options.get("warm_generated", WARMUP_GENERATED_CHARTS))
+        _warm_generated_charts(options.get("warm_generated", WARMUP_GENERATED_CHARTS), fit)
     _warm_fonts()
 
 
-def _warm_generated_charts(count: int) -> None:
+def _warm_generated_charts(count: int, fit: tuple[int, int]) -> None:
     """Draw the kinds of programs the synthetic data generators write (every chart type, style sheet, subplot
     grid; pipeline/data/charts.py), so lazily built state they need (style sheets, fonts at their sizes, tick
     formatters, colormaps, text layout) is in the zygote's heap instead of being rebuilt by every child."""
@@ -116,7 +119,7 @@ def _warm_generated_charts(count: int) -> None:
             with matplotlib.rc_context():  # the programs switch style sheets
                 exec(compile(code, "<warmup-generated>", "exec"), {"__name__": "__warmup__"})
                 for num in plt.get_fignums():
-                    _figure_rgba(plt.figure(num), max_side_px=2048)
+                    _figure_rgba(plt.figure(num), max_side_px=2048, fit=fit)
         except Exception:  # noqa: BLE001 - a generator bug only costs warm-up
             pass
         finally:
@@ -172,8 +175,11 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
         raise SnippetFailed(RenderFailure.NO_FIGURE, "the code created no matplotlib figure")
     figures = figures[: options["max_figures"]]
     try:
-        images = [rgba_to_rgb_on_white(_figure_rgba(fig, options["max_side_px"])) for fig in figures]
-        rgb = fit_to_size(_stack_vertically(images), size)
+        # Each figure is drawn at the dpi that fits it into `size` (see _figure_rgba), so one figure needs no
+        # resampling, only white padding; several, stacked, are scaled down together.
+        images = [rgba_to_rgb_on_white(_figure_rgba(fig, options["max_side_px"], fit=size), copy=False)
+                  for fig in figures]
+        rgb = fit_to_size(_stack_vertically(images), size, upscale=False)
     except BaseException as e:  # noqa: BLE001 - drawing bad data raises from deep inside matplotlib
         raise classify(e) from None
     t_capture = time.perf_counter()
@@ -246,14 +252,23 @@ def _unique(figures: list) -> list:
     return out
 
 
-def _figure_rgba(fig, max_side_px: int) -> np.ndarray:
-    """Draw one figure with Agg, clamping figure size × dpi so no side exceeds max_side_px."""
+def _figure_rgba(fig, max_side_px: int, fit: tuple[int, int] | None = None) -> np.ndarray:
+    """Draw one figure with Agg, clamping figure size × dpi so no side exceeds max_side_px.
+
+    With fit=(W, H) the figure is drawn at the dpi that makes it just fit inside W × H (the dpi the code
+    asked for only sets resolution: sizes are in inches and points, so the picture is the same): no
+    resampling afterwards (a Lanczos pass over an 800×600 RGBA plus four temporaries, whose fresh pages every
+    forked child faults in), and text is rasterised at its final size instead of being scaled down.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     w_in, h_in = (float(v) for v in fig.get_size_inches())
     dpi = float(fig.dpi)
     if not all(np.isfinite([w_in, h_in, dpi])) or min(w_in, h_in, dpi) <= 0:
         raise SnippetFailed(RenderFailure.RUNTIME_ERROR, f"invalid figure size {w_in}x{h_in} in at {dpi} dpi")
+    if fit is not None:
+        dpi = max(min(fit[0] / w_in, fit[1] / h_in), MIN_DPI)
+        fig.set_dpi(dpi)
     longest_px = max(w_in, h_in) * dpi
     if longest_px > max_side_px:
         # Lower the dpi first (keeps the layout), but not so far that text can no longer be rasterised;

@@ -227,7 +227,7 @@ class ChartRenderer(ForkServerRenderer):
 
     def _child_options(self) -> dict:
         return {"max_side_px": self.config.chart.max_side_px, "max_figures": self.config.chart.max_figures,
-                "extra_preload": list(self._extra_preload)}
+                "extra_preload": list(self._extra_preload), "size": list(self.config.chart.size)}
 
     def render(self, code: str, size: tuple[int, int] | None = None,
                timeout_s: float | None = None, trace: bool = False) -> RenderResult:

@@ -6,14 +6,16 @@ import numpy as np
 from PIL import Image
 
 
-def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite an HxWx4 uint8 image over white (transparent figure backgrounds render as white)."""
+def rgba_to_rgb_on_white(rgba: np.ndarray, copy: bool = True) -> np.ndarray:
+    """Composite an HxWx4 uint8 image over white (transparent figure backgrounds render as white).
+    copy=False: an opaque image comes back as a (non-contiguous) view of `rgba`, for callers that copy it
+    into their output anyway."""
     if rgba.shape[2] == 3:
-        return np.ascontiguousarray(rgba)
+        return np.ascontiguousarray(rgba) if copy else rgba
     if int(rgba[..., 3].min()) == 255:
         # Opaque (the usual figure: an opaque face colour under everything): no arithmetic, and none of the
         # ~14 MB of uint16 temporaries, whose fresh pages each forked child would otherwise fault in.
-        return np.ascontiguousarray(rgba[..., :3])
+        return np.ascontiguousarray(rgba[..., :3]) if copy else rgba[..., :3]
     alpha = rgba[..., 3:4].astype(np.uint16)
     rgb = (rgba[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127) // 255
     return rgb.astype(np.uint8)
@@ -33,7 +35,8 @@ def fit_to_size(rgb: np.ndarray, size: tuple[int, int], upscale: bool = True) ->
     if not upscale:
         scale = min(scale, 1.0)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.LANCZOS))
+    resized = rgb if (new_w, new_h) == (w, h) else \
+        np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((new_w, new_h), Image.Resampling.LANCZOS))
     out = np.full((height, width, 3), 255, dtype=np.uint8)
     top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top:top + new_h, left:left + new_w] = resized
