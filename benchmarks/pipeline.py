@@ -17,9 +17,17 @@ Two workloads (the default runs both, local first, and prints a table for each):
                  waiting, not CPU. SIMULATED: the endpoint is a fake server inside this benchmark process
                  (127.0.0.1, outside the measured process tree) that answers every request with a valid,
                  deterministic judgement after a model time per pair calibrated from the local workload of
-                 the same invocation (the tiny RM's CPU seconds per judged pair in the synchronous local run; or
-                 --rm-ms-per-pair), serving `--rm-capacity` pairs at once (default 1: one replica's worth, as
-                 the local workload has). Everything else is real: the reward replica actor, its HTTP client
+                 the same invocation, serving `--rm-capacity` pairs at once (default 1). Calibration
+                 (--rm-calibration):
+                   balanced (default)  the reward service is provisioned to keep pace with the trainer, as a
+                                       deployment sizes its reward GPUs: model time per step = the trainer's
+                                       update time in the local synchronous run (per pair: that over the
+                                       pairs judged per step). A pipeline is only as fast as its slowest stage,
+                                       so this is the shape in which streaming can pay off at all.
+                   tiny-rm             the tiny RM's own CPU seconds per judged pair in the local synchronous
+                                       run (an arbitrary speed: a random model a few MB in size); here the
+                                       reward stage is ~1.4x the update, which caps the speed-up near 1.7x.
+                 or a fixed --rm-ms-per-pair. Everything else is real: the reward replica actor, its HTTP client
                  (PNG data URLs, JSON schema, concurrency limit, retries), the reward formula, the scheduler.
                  Rollout, render and trainer still run locally on CPU. Besides the backend, this workload
                  keeps two scoring calls in flight (reward_threads 2, two quarter-core client replicas, as
@@ -110,10 +118,10 @@ REMOTE_REWARD_WORKLOAD = [
     "stream.reward_threads=2",
     "reward.actors.replicas=2",
     "reward.actors.num_cpus=0.25",
-    # The trainer is left as in the local workload (one PPO epoch): the calibrated remote reward stage
-    # (~2.9 s/step) is then the slowest stage, the update (~2.0 s) the other half. `trainer.ppo_epochs=2`
-    # balances the two on paper (bound ~2.0x) but also brings the local CPU work to 2 cores' worth of the
-    # slowest stage, and on this box streaming then measured further from its bound (1.58x) than here.
+    # The trainer is left as in the local workload (one PPO epoch). Balancing the reward stage against the
+    # update from the trainer's side instead (`trainer.ppo_epochs=2` against the tiny-RM calibration) brings
+    # the local CPU work to 2 cores' worth of the slowest stage, and streaming then measured 1.58x: on 2 cores
+    # the remote stage, which costs waiting rather than CPU, is the one to size.
 ]
 WORKLOADS = ("local", "remote-reward")
 
@@ -397,17 +405,26 @@ def report(workload: str, results: dict[str, list[dict]], args, cores: int, rm: 
             "remote_rm": rm, "workload": WORKLOAD + extra + args.overrides}
 
 
-def calibrate_rm(local: dict[str, list[dict]]) -> float:
-    """Seconds of model time per judged pair of the tiny reward model in the local synchronous runs: its
-    replica's CPU seconds per step over the pairs it judged per step (one torch thread, so CPU time is what it
-    would take on a core of its own)."""
+def calibrate_rm(local: dict[str, list[dict]], how: str) -> tuple[float, str]:
+    """(seconds of model time per judged pair, how it was found) from the local synchronous runs.
+
+    tiny-rm: the tiny reward model's replica CPU seconds per step over the pairs it judged per step (one torch
+    thread, so CPU time is what it would take on a core of its own). balanced: the trainer's update (+ weight
+    sync) wall time per step over the pairs judged per step, so the remote reward stage takes as long as the
+    update (a reward service provisioned to keep pace with the trainer)."""
     runs = local["synchronous"]
-    cpu = sum(r["cpu"].get("RewardReplica", 0.0) for r in runs) / len(runs)
     judged = mean(runs, "judged")
-    if judged <= 0 or cpu <= 0:
+    if how == "tiny-rm":
+        per_step = sum(r["cpu"].get("RewardReplica", 0.0) for r in runs) / len(runs)
+        text = "calibrated: tiny RM CPU s per judged pair, local synchronous run"
+    else:
+        per_step = mean(runs, "train+sync")
+        text = (f"balanced: model time per step = the local synchronous update, {per_step:.2f} s over "
+                f"{judged:.1f} judged pairs")
+    if judged <= 0 or per_step <= 0:
         sys.exit("cannot calibrate the simulated reward model: the local runs judged no pairs; "
                  "pass --rm-ms-per-pair")
-    return cpu / judged
+    return per_step / judged, text
 
 
 def main() -> None:
@@ -423,6 +440,8 @@ def main() -> None:
     parser.add_argument("--rm-ms-per-pair", type=float, default=None,
                         help="simulated reward model time per judged pair (default: calibrated from this "
                              "invocation's local synchronous runs; required with --workload remote-reward)")
+    parser.add_argument("--rm-calibration", choices=("balanced", "tiny-rm"), default="balanced",
+                        help="how the local runs set the simulated model time per pair (see above)")
     parser.add_argument("--rm-capacity", type=int, default=1,
                         help="pairs the simulated reward model judges at once (1: one replica, like local)")
     parser.add_argument("--output-dir", default=None, help="run directories (default: a fresh temp dir)")
@@ -458,8 +477,8 @@ def main() -> None:
         if args.rm_ms_per_pair is not None:
             rm = {"s_per_pair": args.rm_ms_per_pair / 1000, "calibration": "--rm-ms-per-pair"}
         else:
-            rm = {"s_per_pair": calibrate_rm(out["local"]["runs"]),
-                  "calibration": "calibrated: tiny RM CPU s per judged pair, local synchronous run"}
+            s_per_pair, calibration = calibrate_rm(out["local"]["runs"], args.rm_calibration)
+            rm = {"s_per_pair": s_per_pair, "calibration": calibration}
         rm["capacity"] = args.rm_capacity
         server = SimulatedRemoteRM(rm["s_per_pair"], args.rm_capacity)
         try:

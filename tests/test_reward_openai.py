@@ -123,6 +123,38 @@ def test_request_format_and_judgements(servers):
     assert sizes == [(1024, 219), (60, 50)]  # the reference is resized to ≤1024 px; aspect kept
 
 
+def _pixels(url):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_a_shared_reference_is_encoded_once_and_each_body_carries_its_own_images(servers, monkeypatch):
+    import pipeline.reward.backends.openai as openai_backend
+
+    encoded = []
+    real = openai_backend.png_data_url
+    monkeypatch.setattr(openai_backend, "png_data_url", lambda im: encoded.append(im.size) or real(im))
+    rm = servers()
+    backend = OpenAIBackend(_cfg([{"base_url": rm.url, "max_concurrency": 2}]))
+    rng = np.random.default_rng(0)
+    refs = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(2)]
+    preds = [rng.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(6)]
+    try:  # a group of 4 samples on refs[0], then 2 on refs[1] (a copy: equal pixels, another array)
+        pairs = [(refs[0], p) for p in preds[:4]] + [(refs[1].copy(), p) for p in preds[4:]]
+        out = backend.score([JudgeRequest("chart", r, p) for r, p in pairs])
+    finally:
+        backend.close()
+    assert all(j.valid for j in out) and rm.requests == 6
+    assert len(encoded) == 6 + 2  # every rendering, each distinct reference once
+    seen = set()
+    for body in rm.bodies:
+        ref_url, pred_url = (p["image_url"]["url"] for p in body["messages"][0]["content"] if p["type"] == "image_url")
+        ref, pred = _pixels(ref_url), _pixels(pred_url)
+        i = next(k for k, p in enumerate(preds) if np.array_equal(p, pred))
+        assert np.array_equal(ref, refs[0] if i < 4 else refs[1])  # the cache never hands out another reference
+        seen.add(i)
+    assert seen == set(range(6))
+
+
 def test_retries_with_backoff_and_balancing_across_endpoints(servers):
     flaky, healthy = servers(fail_first=3), servers()
     backend = OpenAIBackend(_cfg([{"base_url": flaky.url, "max_concurrency": 2},

@@ -56,12 +56,6 @@ def resize_max_side(image: np.ndarray, max_side: int) -> Image.Image:
     return pil
 
 
-def is_blank(image: np.ndarray, tolerance: int = 2) -> bool:
-    """True when every pixel lies within `tolerance` of one colour (an all-white canvas, typically)."""
-    flat = image.reshape(-1, image.shape[-1]).astype(np.int16)
-    return bool((flat.max(axis=0) - flat.min(axis=0)).max() <= 2 * tolerance)
-
-
 def png_data_url(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

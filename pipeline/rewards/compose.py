@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.render.image import is_blank
 from pipeline.reward.config import RewardConfig
-from pipeline.reward.images import BadImage, is_blank, to_array
+from pipeline.reward.images import BadImage, to_array
 from pipeline.reward.judgement import Judgement
 from pipeline.rewards.base import Term, Unavailable
 from pipeline.rewards.baselines import (
@@ -60,7 +61,9 @@ def precheck(sample: Sample, blank_tolerance: int = 2) -> str | None:
         sample.reference_image = to_array(sample.reference_image, "reference image")
     except BadImage as e:
         return f"bad_input:{e}"
-    if is_blank(sample.rendered_image, blank_tolerance):
+    # "Within `blank_tolerance` of one colour": each channel spans at most twice that. (The renderer's check,
+    # ~20x faster than reducing over an (N, 3) array: ~14 ms per 640x480 image on the reward client's CPU.)
+    if is_blank(sample.rendered_image, 2 * blank_tolerance):
         return "blank_image"
     return None
 
