@@ -395,6 +395,29 @@ def test_grpo_batch_layout(rollouts, tiny_model_dir):
     assert td["position_ids"].is_nested  # (B, 4, j) — verl's 3-D position layout
 
 
+def test_grpo_batch_encodes_each_distinct_prompt_once(rollouts, tiny_model_dir, monkeypatch):
+    import copy
+
+    from transformers import AutoConfig
+
+    import pipeline.training.batch as batch_module
+    from pipeline.models import load_processor
+
+    processor, hf_config = load_processor(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
+    # As the trainer receives them: every sample its own copy of the messages and image (Ray deserialises
+    # them separately), so equal prompts are recognised by content, not identity.
+    copies = [copy.deepcopy(r) for r in rollouts]
+    real_encode, calls = batch_module.encode_prompt, []
+    monkeypatch.setattr(batch_module, "encode_prompt", lambda *a: calls.append(1) or real_encode(*a))
+    batch = batch_module.build_grpo_batch(copies, processor, hf_config)
+    assert len(calls) == GROUPS  # not GROUPS * GROUP_SIZE
+    for b, r in enumerate(copies):  # each sample still gets its own group's image (sizes differ by group)
+        direct = real_encode(processor, r.messages, r.image)
+        mm = batch.non_tensor_batch["multi_modal_inputs"][b]
+        assert torch.equal(mm["pixel_values"], direct.pixel_values)
+        assert torch.equal(mm["image_grid_thw"], direct.image_grid_thw)
+
+
 def test_engine_input_is_ragged_along_the_sequence_even_when_lengths_are_equal(rollouts, tiny_model_dir):
     from transformers import AutoConfig
     from verl.utils import tensordict_utils as tu

@@ -23,6 +23,8 @@ precomputed `position_ids` to the model, so it is not sent to the engine (verl's
 
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +103,13 @@ def encode_prompt(
     )
 
 
+def _prompt_key(messages: list[dict[str, Any]], image: Image.Image | np.ndarray) -> tuple:
+    """Equal for equal prompts (messages and image pixels), whichever objects carry them."""
+    pixels = np.ascontiguousarray(np.asarray(image))
+    digest = hashlib.blake2b(pixels.data, digest_size=16).digest()
+    return json.dumps(messages, sort_keys=True, default=repr), pixels.shape, pixels.dtype.str, digest
+
+
 def _rope_index_fn(hf_config: Any):
     """transformers' `Qwen3VLModel.get_rope_index`, bound to a config instead of a loaded model.
 
@@ -142,6 +151,7 @@ def build_grpo_batch(
     forbidden = _forbidden_response_tokens(hf_config)
 
     encoded: list[EncodedPrompt] = []
+    encoded_prompts: dict[tuple, EncodedPrompt] = {}
     for i, r in enumerate(rollouts):
         if len(r.response_ids) == 0:
             raise ValueError(f"rollout {i}: empty response (nothing to train on)")
@@ -152,7 +162,10 @@ def build_grpo_batch(
         bad = forbidden.intersection(int(t) for t in r.response_ids)
         if bad:
             raise ValueError(f"rollout {i}: response contains vision special tokens {sorted(bad)}")
-        enc = encode_prompt(processor, r.messages, r.image)
+        key = _prompt_key(r.messages, r.image)
+        enc = encoded_prompts.get(key)
+        if enc is None:  # the n samples of a group share one prompt: encode it (chat template, image) once
+            enc = encoded_prompts[key] = encode_prompt(processor, r.messages, r.image)
         if r.prompt_ids is not None and list(r.prompt_ids) != enc.input_ids.tolist():
             raise ValueError(
                 f"rollout {i}: the prompt the rollout used differs from the trainer's encoding of the same "
