@@ -112,7 +112,7 @@ REMOTE_REWARD_WORKLOAD = [
     "reward.openai.timeout_s=60",
     # Several scoring calls in flight, as the GPU presets have (reward_threads 8, 2+ replicas): with one, the
     # model sits idle while the client of the next call ships the sample to a replica, checks it, encodes the
-    # PNGs and reads the answer (~60 ms of local CPU per pair). Two single-threaded clients keep a request
+    # PNGs and reads the answer (~25 ms of local CPU per pair). Two single-threaded clients keep a request
     # queued at the model instead. A client needs little CPU, so each reserves a quarter core (the other
     # actors keep their half cores, all within the 2 Ray CPUs of this box).
     "stream.reward_threads=2",
