@@ -1,4 +1,4 @@
-"""Reward actors: N replicas of the reward scorer (pipeline/reward) behind a load-balancing pool.
+"""Reward actors: N replicas of the reward scorer (pipeline/critic) behind a load-balancing pool.
 
 `RewardReplica` (Ray actor) micro-batches concurrent requests (up to B pairs or T ms) and runs the per-sample
 phase (failure rules, critic, per-sample terms) in a worker thread, so `ping` answers while the model runs.
@@ -21,9 +21,9 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from pipeline.config import ModelsConfig
 from pipeline.placement import NODE_GROUP_LABEL
-from pipeline.reward.batcher import MicroBatcher
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.scorer import RewardScorer
+from pipeline.critic.batcher import MicroBatcher
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.scorer import RewardScorer
 from pipeline.rewards.compose import Partial, RewardFunction
 from pipeline.sample import Sample
 

@@ -73,9 +73,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "pipeline" / "main.py"
-sys.path.insert(0, str(REPO))  # pipeline.reward: the local chat endpoint and the judgement categories
+sys.path.insert(0, str(REPO))  # pipeline.critic: the local chat endpoint and the judgement categories
 
-from pipeline.reward.testing import ChatServer  # noqa: E402
+from pipeline.critic.testing import ChatServer  # noqa: E402
 
 # The workload both modes run. Sized so the two halves of the loop are comparable on a 2-core CPU box: the
 # trainer's update (1 rank, 1 torch thread) and the rollout worker's generate (1 torch thread) take similar
@@ -157,7 +157,7 @@ class SimulatedRemoteRM:
         self.url = self.server.url
 
     def _answer(self, raw: bytes) -> tuple[int, str]:
-        from pipeline.reward.schema import CATEGORIES
+        from pipeline.critic.schema import CATEGORIES
 
         try:
             task = json.loads(raw)["response_format"]["json_schema"]["name"].split("_")[0]

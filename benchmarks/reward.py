@@ -3,7 +3,7 @@
     python benchmarks/reward.py [--samples 64] [--batch-sizes 1 2 4 8 16 32] [--replicas 1 2] [--json OUT]
 
 Each replica is a Ray actor with one CPU running HF generate + xgrammar (tiny random Qwen3-VL, the tiny
-answer limits of `pipeline.reward.testing`); B is the replica's micro-batch (`reward.batching.max_batch`,
+answer limits of `pipeline.critic.testing`); B is the replica's micro-batch (`reward.batching.max_batch`,
 also the HF generate batch). Requests are sent one sample each, all at once, so the replicas' batchers fill.
 Timings exclude replica start-up; the first call of each configuration is a warm-up and not counted; the
 best of `--repeats` timed runs is reported (the box is shared: other jobs' load only ever slows a run down).
@@ -25,8 +25,8 @@ import ray
 
 from actors.reward import RewardPool
 from pipeline.config import ModelsConfig
-from pipeline.reward.scorer import prepare_models
-from pipeline.reward.testing import random_samples, tiny_reward_config
+from pipeline.critic.scorer import prepare_models
+from pipeline.critic.testing import random_samples, tiny_reward_config
 
 
 def run(batch_size: int, replicas: int, n: int, models: ModelsConfig, repeats: int) -> dict:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from pipeline.data.config import DataConfig
 from pipeline.render.config import RenderConfig
-from pipeline.reward.config import RewardConfig
+from pipeline.critic.config import JudgementLimits, RewardConfig
 from pipeline.schema import ConfigError, Strict
 from pipeline.training.config import TrainerConfig
 
@@ -113,6 +113,30 @@ class TinyWarmStartConfig(Strict):
     warmup_steps: int = Field(20, ge=1)
 
 
+TINY_CRITIC_STEPS = 300  # the embedded default's tiny critic SFT steps (≈2 CPU-minutes; see pipeline/critic/tiny.py)
+
+
+class TinyCriticTrainConfig(Strict):
+    """Supervised training of a tiny *critic* at build time (reward model only): a critic SFT set is built
+    from the project's data engine (`pipeline/critic/data_builder.py`: targeted edits, clean pairs, the
+    default tiny policy's natural errors labelled by the structural teacher) and the random tiny model is
+    fine-tuned on it with DeepSpeed (`pipeline/critic/training`), once, cached by config hash.
+    steps: 0 keeps the plain random model."""
+
+    steps: int = Field(0, ge=0)
+    edits_per_task: int = Field(100, ge=0)
+    clean_per_task: int = Field(20, ge=0)
+    natural_per_task: int = Field(20, ge=0)
+    micro_batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    seed: int = 0
+    # The answer bounds the critic is trained to write within; `reward.limits` must be the same (checked at
+    # start-up), or the served answers would be cut where the trained ones were not.
+    limits: JudgementLimits = JudgementLimits(max_errors=4, max_location_chars=48, max_description_chars=96)
+
+
 class TinyModelConfig(Strict):
     """A random Qwen3-VL built offline. Sizes are kept tiny so CPU tests run in seconds."""
 
@@ -126,6 +150,7 @@ class TinyModelConfig(Strict):
     min_pixels: int = 32 * 32
     max_pixels: int = 128 * 128
     warm_start: TinyWarmStartConfig = TinyWarmStartConfig()
+    train: TinyCriticTrainConfig = TinyCriticTrainConfig()  # critic SFT (the reward model's tiny only)
 
 
 class ModelConfig(Strict):
@@ -139,9 +164,20 @@ class ModelConfig(Strict):
 class ModelsConfig(Strict):
     cache_dir: str = "~/.cache/visual-erm-rl/models"
     # The tiny policy is warm-started (~1 min, once, cached) so the embedded default's GRPO groups carry a
-    # signal; the tiny reward model stays random (a critic would need judgement data, not compact programs).
+    # signal; the tiny reward model is a trained critic (data engine → DeepSpeed SFT, once, cached; see
+    # pipeline/critic/tiny.py), so wrong renderings get discrepancies listed. `reward.tiny.train.steps=0`
+    # keeps the random one.
     policy: ModelConfig = ModelConfig(tiny=TinyModelConfig(warm_start=TinyWarmStartConfig(steps=300)))
-    reward: ModelConfig = ModelConfig(tiny=TinyModelConfig(seed=1))
+    reward: ModelConfig = ModelConfig(tiny=TinyModelConfig(seed=1, train=TinyCriticTrainConfig(steps=TINY_CRITIC_STEPS)))
+
+    @model_validator(mode="after")
+    def _roles(self) -> ModelsConfig:
+        if self.policy.tiny.train.steps:
+            raise ValueError("models.policy.tiny.train is the critic's SFT; the policy's is tiny.warm_start")
+        if self.reward.tiny.warm_start.steps:
+            raise ValueError("models.reward.tiny.warm_start is the policy's warm start; the critic's is "
+                             "tiny.train")
+        return self
 
 
 class SamplingConfig(Strict):
@@ -278,6 +314,12 @@ def load_config(path: Union[str, Path, None] = None, overrides: tuple[str, ...] 
 
 def _check_across_sections(cfg: Config) -> None:
     """Combinations no single section can check, which would otherwise fail only after minutes of start-up."""
+    critic = cfg.models.reward
+    if critic.path == "tiny" and critic.tiny.train.steps and cfg.reward.uses_judge() \
+            and cfg.reward.limits != critic.tiny.train.limits:
+        raise ConfigError(
+            f"reward.limits ({cfg.reward.limits.model_dump()}) differ from the limits the tiny critic is trained "
+            f"under (models.reward.tiny.train.limits = {critic.tiny.train.limits.model_dump()}): set both alike")
     t, r = cfg.trainer, cfg.rollout
     if r.weight_sync == "nccl" and t.num_gpus_per_rank <= 0:
         raise ConfigError("rollout.weight_sync=nccl needs GPU trainer ranks (trainer.num_gpus_per_rank > 0)")
@@ -387,9 +429,34 @@ def _set_path(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _validate(data: dict, source: str) -> Config:
+def load_model_config(model: type[BaseModel], path: Union[str, Path, None] = None,
+                      overrides: tuple[str, ...] | list[str] = ()) -> Any:
+    """Any typed config section on its own (a tool's YAML, e.g. `python -m pipeline.critic train --config`):
+    the same rules as `load_config` — unknown keys and wrong types fail with the key's path."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        source = str(path)
+        _check_keys(data, model, prefix="", source=source)
+    for item in overrides:
+        key, value = _parse_override(item)
+        _check_path(key, model)
+        _set_path(data, key, value)
+    return _validate(_deep_merge(model().model_dump(mode="json"), data), source=source, model=model)
+
+
+def _validate(data: dict, source: str, model: type[BaseModel] = None) -> Any:
     try:
-        return Config.model_validate(data)
+        return (model or Config).model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():

@@ -12,6 +12,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Unit and end-to-end tests use the random tiny critic with short answers (as the embedded default did before
+# it trained its critic): building the trained one takes minutes, and test_main's from-nothing run (fresh
+# caches) and tests/test_critic_tiny.py exercise it for real.
+RANDOM_CRITIC = [
+    "models.reward.tiny.train.steps=0",
+    "reward.limits={max_errors: 2, max_location_chars: 16, max_description_chars: 32}",
+    *[f"reward.tasks.{t}.sampling.max_new_tokens=640" for t in ("chart", "table", "svg")],
+]
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """A cache dir private to this test session, so tests exercise the build, not a stale user cache."""
@@ -22,7 +32,7 @@ def model_cache(tmp_path_factory) -> Path:
 def models_cfg(model_cache):
     from pipeline.config import load_config
 
-    return load_config(None, [f"models.cache_dir={model_cache}"]).models
+    return load_config(None, [f"models.cache_dir={model_cache}", *RANDOM_CRITIC]).models
 
 
 @pytest.fixture(scope="session")
@@ -43,4 +53,4 @@ def run_caches(model_cache, policy_dir, data_cache) -> list[str]:
     """Overrides that point a driver run at the session's caches, the tiny policy already built (its warm
     start takes a minute or more, which must not count against a run's own timeout). The test that checks
     the from-nothing path (test_main's embedded default) uses fresh caches instead."""
-    return [f"models.cache_dir={model_cache}", f"data.cache_dir={data_cache}"]
+    return [f"models.cache_dir={model_cache}", f"data.cache_dir={data_cache}", *RANDOM_CRITIC]

@@ -143,7 +143,7 @@ def test_policy_evaluation_oracle_and_responses(tmp_path):
 def test_reward_backend_as_critic(tmp_path):
     """The project's reward backend plugs in as the critic; the deterministic fingerprint backend's answers
     can be recomputed from each pair, so the counts are checkable."""
-    fingerprint = pytest.importorskip("pipeline.reward.backends.fingerprint")
+    fingerprint = pytest.importorskip("pipeline.critic.backends.fingerprint")
     make_edit_pairs("chart", 4, tmp_path / "e", DataConfig(), render_fn=code_render, progress=False)
     cfg = CriticEvalConfig.model_validate({"critic": {"kind": "reward_backend", "batch_size": 3,
                                                       "reward": {"backend": "fingerprint"}}})

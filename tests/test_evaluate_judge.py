@@ -14,8 +14,8 @@ from PIL import Image
 from pipeline.evaluate.benchmark import evaluate_critic, text_judge
 from pipeline.evaluate.config import CriticEvalConfig
 from pipeline.evaluate.critic import VERDICT_SCHEMA, LLMJudgeMatcher, parse_discrepancies, parse_verdict
-from pipeline.reward.backends.vllm import vllm_available
-from pipeline.reward.testing import ChatServer
+from pipeline.critic.backends.vllm import vllm_available
+from pipeline.critic.testing import ChatServer
 
 LIFETIME_S = 60  # the fake judge shuts itself down after this long, whatever the test does
 
@@ -108,8 +108,8 @@ def test_judge_config_needs_a_text_capable_backend():
 
 
 def test_tiny_hf_judge_answers_always_parse(models_cfg):
-    from pipeline.reward.backends import make_backend
-    from pipeline.reward.testing import tiny_reward_config
+    from pipeline.critic.backends import make_backend
+    from pipeline.critic.testing import tiny_reward_config
 
     backend = make_backend(tiny_reward_config(), models_cfg.reward, models_cfg.cache_dir)
     try:
@@ -138,8 +138,8 @@ def test_vllm_judge_answers_parse(models_cfg):
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM is installed but no GPU is visible")
-    from pipeline.reward.backends import make_backend
-    from pipeline.reward.testing import tiny_reward_config
+    from pipeline.critic.backends import make_backend
+    from pipeline.critic.testing import tiny_reward_config
 
     cfg = tiny_reward_config(backend="vllm", vllm={"gpu_memory_utilization": 0.2, "max_model_len": 2048,
                                                    "enforce_eager": True})
@@ -155,9 +155,9 @@ def test_vllm_judge_answers_parse(models_cfg):
 @pytest.mark.parametrize("mode,key", [("structured_outputs", "structured_outputs"),
                                       ("guided_json", "guided_json"), ("none", None)])
 def test_openai_text_request_uses_the_configured_structured_output(mode, key):
-    from pipeline.reward.backends import TextRequest
-    from pipeline.reward.backends.openai import OpenAIBackend
-    from pipeline.reward.config import RewardConfig
+    from pipeline.critic.backends import TextRequest
+    from pipeline.critic.backends.openai import OpenAIBackend
+    from pipeline.critic.config import RewardConfig
 
     backend = OpenAIBackend(RewardConfig.model_validate({"backend": "openai", "openai": {
         "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}], "structured_output": mode}}))

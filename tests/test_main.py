@@ -28,7 +28,8 @@ def _run_main(args, tmp_path, timeout=420):
 
 @pytest.mark.slow
 def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
-    proc = _run_main(["run.total_steps=2", "run.name=smoke"], tmp_path)
+    # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first.
+    proc = _run_main(["run.total_steps=2", "run.name=smoke"], tmp_path, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 1 " in proc.stderr
     wandb_dir = tmp_path / "runs" / "smoke" / "wandb"

@@ -146,10 +146,15 @@ def _render_rate(model_dir, examples, max_new_tokens, seed=0):
     return rendered / len(examples)
 
 
-def test_only_the_policy_is_warm_started_by_default(models_cfg):
-    assert models_cfg.policy.tiny.warm_start.steps > 0
-    assert models_cfg.reward.tiny.warm_start.steps == 0  # the critic stays a random model
-    assert ModelConfig().tiny.warm_start.steps == 0
+def test_only_the_policy_is_warm_started_and_only_the_critic_trained_by_default():
+    from pipeline.config import load_config
+
+    models = load_config().models
+    assert models.policy.tiny.warm_start.steps > 0 and models.policy.tiny.train.steps == 0
+    assert models.reward.tiny.warm_start.steps == 0 and models.reward.tiny.train.steps > 0
+    assert ModelConfig().tiny.warm_start.steps == 0 and ModelConfig().tiny.train.steps == 0
+    with pytest.raises(Exception, match="critic's SFT"):
+        load_config(None, ["models.policy.tiny.train.steps=5"])
 
 
 def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from pipeline.reward.backends.fingerprint import expected_answer
-from pipeline.reward.batcher import MicroBatcher
-from pipeline.reward.testing import random_samples, tiny_reward_config
+from pipeline.critic.backends.fingerprint import expected_answer
+from pipeline.critic.batcher import MicroBatcher
+from pipeline.critic.testing import random_samples, tiny_reward_config
 
 ray = pytest.importorskip("ray")
 
 from actors.reward import RewardPool
-from pipeline.reward.scorer import prepare_models
+from pipeline.critic.scorer import prepare_models
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def ray_local():
 
 
 def _fingerprint_cfg(**kw):
-    from pipeline.reward.config import RewardConfig
+    from pipeline.critic.config import RewardConfig
 
     data = {"backend": "fingerprint", "fingerprint": {"delay_ms_per_call": 5, "delay_ms_per_pair": 1},
             "batching": {"max_batch": 16, "max_wait_ms": 20, "chunk_size": 1},

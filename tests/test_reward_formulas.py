@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.reward.backends.base import RawAnswer, RewardBackend
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.judgement import Judgement, parse_judgement
-from pipeline.reward.schema import CATEGORIES
-from pipeline.reward.scorer import RewardScorer
+from pipeline.critic.backends.base import RawAnswer, RewardBackend
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.judgement import Judgement, parse_judgement
+from pipeline.critic.schema import CATEGORIES
+from pipeline.critic.scorer import RewardScorer
 from pipeline.rewards import RewardFunction, precheck
 from pipeline.rewards.baselines import normalized_edit_similarity
 from pipeline.sample import Sample
@@ -247,7 +247,7 @@ def test_backend_exceptions_and_bad_inputs_become_failed_judgements():
             raise RuntimeError("CUDA out of memory")
 
     backend = Exploding(cfg, [])
-    from pipeline.reward.backends import JudgeRequest
+    from pipeline.critic.backends import JudgeRequest
 
     out = backend.score([JudgeRequest("chart", _image(0), _image(1)), JudgeRequest("chart", _image(0), b"junk"),
                          JudgeRequest("pie", _image(0), _image(1))])

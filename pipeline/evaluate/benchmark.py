@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
+from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
 
 from tqdm import tqdm
 
@@ -52,8 +54,8 @@ def make_matcher(config: CriticEvalConfig) -> Matcher:
 
 def _make_reward_backend(reward: dict, model_path: str | None, what: str):
     from pipeline.config import ModelConfig
-    from pipeline.reward.backends import make_backend
-    from pipeline.reward.config import RewardConfig
+    from pipeline.critic.backends import make_backend
+    from pipeline.critic.config import RewardConfig
 
     try:
         reward_cfg = RewardConfig.model_validate(reward)
@@ -75,7 +77,7 @@ def backend_judge(cfg: JudgeConfig):
 def text_judge(backend, max_new_tokens: int = 48, batch_size: int = 64):
     """prompts → verdict answers through `backend.generate_text` under VERDICT_SCHEMA, in batches. A request
     the backend could not answer becomes None (a judge failure after retries), never an exception."""
-    from pipeline.reward.backends import TextRequest
+    from pipeline.critic.backends import TextRequest
 
     def judge(prompts: list[str]) -> list[str | None]:
         answers = []
@@ -101,19 +103,38 @@ def _predictions_file(path: str) -> dict[str, Any]:
     return out
 
 
-def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool = True) -> dict:
-    """Summary per task and overall, per-item results, and every item that could not be scored (and why)."""
+def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool = True,
+                    sources: Optional[Iterable[str]] = None, predictor: Optional[Predictor] = None,
+                    desc: str = "critic eval") -> dict:
+    """Summary per task and overall, per-item results, and every item that could not be scored (and why).
+
+    `sources` keeps only items of those sources (critic sets: edit / clean / natural), so one held-out set
+    reports each source apart. `predictor` (from `make_predictor`) reuses a critic already built — a loaded
+    model or a fitted baseline — across several calls; the caller then owns it (and closes it).
+    Time spent inside the critic's calls is reported (`critic_seconds`, also per task), apart from loading,
+    fitting and scoring, so judgements/s measure the critic alone."""
     matcher = make_matcher(config)
     judge_backend = getattr(getattr(matcher, "judge", None), "backend", None)
+    own = predictor is None
     try:
-        results, unscored, critic_failures = _score_all(data, config, matcher, progress)
+        predict = make_predictor(config) if own else predictor
+        try:
+            scored = _score_all(data, config, matcher, progress, predict, sources, desc)
+        finally:
+            if own and hasattr(predict, "close"):
+                predict.close()
     finally:
         if judge_backend is not None:
             judge_backend.close()
+    results, unscored, timing = scored
     return {
         "summary": summarize(results, config.counting),
         "matcher": config.matcher.kind,
-        "critic_unusable_answers": critic_failures,
+        "critic_unusable_answers": sum(timing["unusable"].values()),
+        "critic_unusable_by_task": dict(timing["unusable"]),
+        "critic_seconds": sum(timing["seconds"].values()),
+        "critic_seconds_by_task": dict(timing["seconds"]),
+        "critic_items_by_task": dict(timing["items"]),
         "judge_failures": getattr(matcher, "judge_failures", 0),
         "judge": matcher.stats() if isinstance(matcher, LLMJudgeMatcher) else None,
         "unscored": unscored,
@@ -121,22 +142,31 @@ def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool =
     }
 
 
-def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, progress: bool
-               ) -> tuple[list[ItemResult], list[dict], int]:
-    predict = make_predictor(config)
+def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, progress: bool,
+               predict: Predictor, sources: Optional[Iterable[str]] = None, desc: str = "critic eval"
+               ) -> tuple[list[ItemResult], list[dict], dict[str, Counter]]:
+    wanted = set(sources) if sources is not None else None
     results: list[ItemResult] = []
     unscored: list[dict] = []
-    critic_failures = 0
-    bar = tqdm(desc="critic eval", disable=not progress, unit="item")
-    for chunk in _chunks(iter_bench_items(data), config.critic.batch_size):
+    timing = {"unusable": Counter(), "seconds": Counter(), "items": Counter()}
+    bar = tqdm(desc=desc, disable=not progress, unit="item")
+    for chunk in _chunks(iter_bench_items(data), config.critic.batch_size, wanted):
         items = []
         for item in chunk:
             if isinstance(item, BadRecord):
                 unscored.append({"position": item.position, "id": item.id, "reason": item.reason})
             else:
                 items.append(item)
-        for item, answer in zip(items, predict(items)):
+        if not items:
+            continue
+        t0 = time.perf_counter()
+        answers = predict(items)
+        # A chunk's time is shared evenly by its items; sets come one task per file, so chunks rarely mix.
+        share = (time.perf_counter() - t0) / len(items)
+        for item, answer in zip(items, answers):
             bar.update(1)
+            timing["seconds"][item.task] += share
+            timing["items"][item.task] += 1
             if isinstance(answer, RecordFormatError):  # the item's images are broken: it cannot be judged
                 unscored.append({"id": item.id, "reason": str(answer)})
                 continue
@@ -146,7 +176,7 @@ def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, pro
                 predicted = parse_discrepancies(parse_critic_answer(answer), item.task)
             except RecordError:
                 # An unusable critic answer is scored as "found nothing" and counted, as a reward would be.
-                critic_failures += 1
+                timing["unusable"][item.task] += 1
                 predicted = []
             try:
                 annotated = parse_discrepancies(item.annotated, item.task)
@@ -154,12 +184,14 @@ def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, pro
             except RecordError as e:  # the annotation itself is malformed
                 unscored.append({"id": item.id, "reason": str(e)})
     bar.close()
-    return results, unscored, critic_failures
+    return results, unscored, timing
 
 
-def _chunks(iterable, size: int):
+def _chunks(iterable, size: int, sources: Optional[set[str]] = None):
     chunk = []
     for x in iterable:
+        if sources is not None and isinstance(x, BenchItem) and x.source not in sources:
+            continue
         chunk.append(x)
         if len(chunk) == size:
             yield chunk
@@ -169,9 +201,10 @@ def _chunks(iterable, size: int):
 
 
 Answer = Any  # the critic's raw answer, or the exception that stands for "no usable answer"
+Predictor = Callable[[list[BenchItem]], list[Answer]]  # may carry .close() (a backend to release)
 
 
-def make_predictor(config: CriticEvalConfig) -> Callable[[list[BenchItem]], list[Answer]]:
+def make_predictor(config: CriticEvalConfig) -> Predictor:
     """A function from a chunk of items to the critic's answers for them, one per item, never raising."""
     source = config.critic
     if source.kind == "oracle":
@@ -203,12 +236,55 @@ def make_predictor(config: CriticEvalConfig) -> Callable[[list[BenchItem]], list
             return out
 
         return call
+    if source.kind in ("trivial", "pixel", "structural"):
+        return baseline_predictor(source.kind, source.fit_data)
     return _reward_backend_predictor(config)
 
 
-def _reward_backend_predictor(config: CriticEvalConfig) -> Callable[[list[BenchItem]], list[Answer]]:
+def _fit_examples(path: str):
+    """The training critic set's checked examples, read under the limits it was written with."""
+    from pipeline.critic.config import JudgementLimits
+    from pipeline.critic.dataset import CriticDataError, read_examples, read_manifest
+
+    try:
+        limits = JudgementLimits.model_validate(read_manifest(Path(path)).get("limits") or {})
+        return read_examples(Path(path), limits)
+    except CriticDataError as e:
+        raise ConfigError(f"critic.fit_data: {e}") from None
+
+
+def baseline_predictor(kind: str, fit_data: Optional[str] = None) -> Predictor:
+    """A non-learned critic (`pipeline/critic/baselines.py`) fitted on the training set at `fit_data`.
+    An item the critic cannot judge (`CriticUnusable`, e.g. no programs for the structural one) is an
+    unusable answer; images are decoded only for critics that look at them."""
+    from pipeline.critic.baselines import CriticUnusable, make_baseline
+
+    critic = make_baseline(kind, _fit_examples(fit_data) if kind != "structural" else None)
+
+    def call(items):
+        out: list[Answer] = []
+        for item in items:
+            try:
+                reference, candidate = item.images() if critic.uses_images else (None, None)
+            except RecordFormatError as e:
+                out.append(e)
+                continue
+            try:
+                out.append({"errors": critic.judge(item.task, reference, candidate, item.reference_code,
+                                                   item.candidate_code)})
+            except CriticUnusable as e:
+                out.append(RecordError(f"{kind} critic: {e}"))
+            except Exception as e:  # a critic bug on one item is that item's failure, not the run's
+                out.append(RecordError(f"{kind} critic raised {type(e).__name__}: {e}"))
+        return out
+
+    call.critic = critic
+    return call
+
+
+def _reward_backend_predictor(config: CriticEvalConfig) -> Predictor:
     """The project's reward backend (HF / vLLM / OpenAI-compatible / fingerprint) as the critic, in batches."""
-    from pipeline.reward.backends import JudgeRequest
+    from pipeline.critic.backends import JudgeRequest
 
     backend = _make_reward_backend(config.critic.reward, config.critic.model_path, "critic.reward")
 
@@ -228,6 +304,8 @@ def _reward_backend_predictor(config: CriticEvalConfig) -> Callable[[list[BenchI
             out[i] = {"errors": j.errors} if j.valid else RecordError(f"critic answer invalid: {j.reason}")
         return out
 
+    call.close = backend.close
+    call.backend = backend
     return call
 
 

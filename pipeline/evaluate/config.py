@@ -16,17 +16,23 @@ class CriticSource(Strict):
 
     predictions: a JSONL file of {"id": ..., "errors": [...]} (or {"id", "pred_json": {...}}) written earlier;
     records:     the benchmark file itself carries them (VC-RewardBench results layout, `pred_json`);
-    reward_backend: the project's reward backend (`pipeline.reward`: hf / vllm / openai / fingerprint) built
+    reward_backend: the project's reward backend (`pipeline.critic`: hf / vllm / openai / fingerprint) built
                  from `reward` (a RewardConfig mapping) and `model_path` (a local Visual-ERM checkpoint);
     callable:    `target` = "module:function", called as fn(task, reference_rgb, candidate_rgb) and returning
                  the critic's JSON (dict, list or text);
-    oracle / empty: sanity baselines (the annotations themselves → F1 1.0; nothing found).
+    oracle / empty: sanity baselines (the annotations themselves → F1 1.0; nothing found);
+    trivial / pixel / structural: the non-learned critics of `pipeline/critic/baselines.py` — the floor a
+                 trained critic must clear. trivial and pixel are fitted on `fit_data` (a training critic SFT
+                 set: statistics of its labels and images); structural diffs the two programs the record
+                 carries (reference_code / candidate_code) and needs no fitting.
     """
 
-    kind: Literal["predictions", "records", "reward_backend", "callable", "oracle", "empty"] = "predictions"
+    kind: Literal["predictions", "records", "reward_backend", "callable", "oracle", "empty",
+                  "trivial", "pixel", "structural"] = "predictions"
     path: Optional[str] = None
+    fit_data: Optional[str] = None  # trivial / pixel: the training critic set their statistics come from
     target: Optional[str] = None
-    reward: dict[str, Any] = {}  # validated as pipeline.reward.config.RewardConfig when used
+    reward: dict[str, Any] = {}  # validated as pipeline.critic.config.RewardConfig when used
     model_path: Optional[str] = None
     batch_size: int = Field(8, ge=1)  # items per critic call (the backend batches pairs on the device)
 
@@ -36,6 +42,8 @@ class CriticSource(Strict):
             raise ValueError("critic.kind=predictions needs critic.path")
         if self.kind == "callable" and not self.target:
             raise ValueError("critic.kind=callable needs critic.target ('module:function')")
+        if self.kind in ("trivial", "pixel") and not self.fit_data:
+            raise ValueError(f"critic.kind={self.kind} needs critic.fit_data (a training critic set)")
         return self
 
 

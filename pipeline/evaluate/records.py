@@ -26,6 +26,11 @@ class BenchItem:
     reference: Any  # PNG bytes or a Path; decoded on demand (a critic that never looks saves the work)
     candidate: Any
     embedded_prediction: Any = None  # pred_json when the record carries one
+    # The programs behind the two images, when the record carries them (our parquet sets do): critics that
+    # read code instead of pixels (the structural baseline) need them; None = not in the record.
+    reference_code: Optional[str] = None
+    candidate_code: Optional[str] = None
+    source: Optional[str] = None  # critic sets: edit / clean / natural (`pipeline/critic/dataset.py`)
 
     def images(self) -> tuple[np.ndarray, np.ndarray]:
         return _load(self.reference, f"{self.id} reference"), _load(self.candidate, f"{self.id} candidate")
@@ -66,6 +71,11 @@ def _vc_item(i: int, rec: Any, base: Path) -> Union[BenchItem, BadRecord]:
     return BenchItem(rid, task, rec.get("human_errors") or [], paths[0], paths[1], rec.get("pred_json"))
 
 
+def _candidate_code(info: dict) -> Optional[str]:
+    """Critic sets name the rendered program `candidate_code`, targeted-edit sets `edited_code`."""
+    return info.get("candidate_code") or info.get("edited_code") or None
+
+
 def iter_bench_items(path: str | Path) -> Iterator[Union[BenchItem, BadRecord]]:
     path = Path(path)
     if path.is_dir() or path.suffix == ".parquet":
@@ -75,7 +85,9 @@ def iter_bench_items(path: str | Path) -> Iterator[Union[BenchItem, BadRecord]]:
             if len(images) != 2 or info.get("task") not in ("chart", "table", "svg"):
                 yield BadRecord(i, row.get("id"), "not a targeted-edit row (needs 2 images and extra_info.task)")
                 continue
-            yield BenchItem(str(row.get("id", i)), info["task"], info.get("errors") or [], images[0], images[1])
+            yield BenchItem(str(row.get("id", i)), info["task"], info.get("errors") or [],
+                            images[0], images[1], reference_code=info.get("reference_code") or None,
+                            candidate_code=_candidate_code(info), source=info.get("source") or None)
         return
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":

@@ -45,6 +45,35 @@ def tokenizer_corpus() -> Iterable[str]:
     yield from compact_corpus(COMPACT_CORPUS_PROGRAMS)
 
 
+CRITIC_CORPUS_LABELS = 600  # targeted-edit answers (no rendering needed) in a tiny critic's tokenizer corpus
+
+
+def critic_corpus() -> Iterable[str]:
+    """What a tiny critic reads and writes: the code corpus, its three instructions (so the ~800-token English
+    prompt tokenizes to a few hundred word tokens, which is most of the cost of every training step) and
+    answers written from targeted-edit labels, in the exact answer format."""
+    from pipeline.critic.config import JudgementLimits
+    from pipeline.critic.prompts import prompt
+    from pipeline.critic.schema import serialize_answer
+    from pipeline.data.edits import EditNotApplicable, propose_edit
+    from pipeline.data.generators import generate_program, item_rng
+
+    yield from tokenizer_corpus()
+    tasks = ("chart", "table", "svg")
+    for _ in range(50):
+        yield from (prompt(t) for t in tasks)
+    limits = JudgementLimits()
+    for i in range(CRITIC_CORPUS_LABELS):
+        task = tasks[i % 3]
+        rng = item_rng(0, f"tokenizer-labels/{task}", i)
+        code, _ = generate_program(task, rng, "html" if task == "table" else "mixed")
+        try:
+            _, label = propose_edit(task, code, rng)
+        except EditNotApplicable:
+            continue
+        yield serialize_answer(task, [label.to_dict()], limits)
+
+
 def tiny_cache_key(model_cfg: ModelConfig) -> str:
     payload = {
         "tiny": model_cfg.tiny.model_dump(mode="json"),
@@ -53,6 +82,13 @@ def tiny_cache_key(model_cfg: ModelConfig) -> str:
         "compact_corpus_programs": COMPACT_CORPUS_PROGRAMS,
         "transformers": transformers.__version__,
     }
+    if model_cfg.tiny.train.steps:  # a trained critic: its tokenizer corpus and training recipe too
+        from pipeline.critic.tiny import TINY_CRITIC_RECIPE_VERSION
+
+        payload["critic"] = {"corpus_labels": CRITIC_CORPUS_LABELS, "recipe": TINY_CRITIC_RECIPE_VERSION}
+    else:
+        # The `train` section exists for every tiny model; an untrained one must keep its old cache key.
+        payload["tiny"].pop("train", None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -77,7 +113,12 @@ def resolve_model_path(model_cfg: ModelConfig, cache_dir: str | Path) -> Path:
     # and none of them may ever see a half-written directory.
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
     try:
-        build_tiny_qwen3_vl(model_cfg.tiny, scratch, corpus=tokenizer_corpus)
+        critic = model_cfg.tiny.train.steps > 0
+        build_tiny_qwen3_vl(model_cfg.tiny, scratch, corpus=critic_corpus if critic else tokenizer_corpus)
+        if critic:  # data engine → DeepSpeed SFT, in place (pipeline/critic/tiny.py)
+            from pipeline.critic.tiny import train_tiny_critic
+
+            train_tiny_critic(model_cfg.tiny.train, scratch, cache_dir)
         try:
             os.rename(scratch, target)
         except OSError:  # another process won the race; its copy is identical

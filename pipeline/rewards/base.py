@@ -14,8 +14,8 @@ from abc import ABC
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.reward.config import RewardConfig, TermConfig
-from pipeline.reward.judgement import Judgement
+from pipeline.critic.config import RewardConfig, TermConfig
+from pipeline.critic.judgement import Judgement
 from pipeline.sample import TASK_KINDS, Sample
 
 

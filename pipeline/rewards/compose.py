@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.render.image import is_blank
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.images import BadImage, to_array
-from pipeline.reward.judgement import Judgement
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.images import BadImage, to_array
+from pipeline.critic.judgement import Judgement
 from pipeline.rewards.base import Term, Unavailable
 from pipeline.rewards.baselines import (
     CodeEditDistanceReward,

@@ -13,7 +13,7 @@ S = invalid_severity (official: 25), or fails the sample (`invalid_judgement: fa
 
 from __future__ import annotations
 
-from pipeline.reward.judgement import Judgement
+from pipeline.critic.judgement import Judgement
 from pipeline.rewards.base import Term, Unavailable
 from pipeline.sample import Sample
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.images import BadImage, resize_max_side, to_array
-from pipeline.reward.judgement import Judgement, parse_judgement
-from pipeline.reward.schema import CATEGORIES, json_schema, worst_case_tokens
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.images import BadImage, resize_max_side, to_array
+from pipeline.critic.judgement import Judgement, parse_judgement
+from pipeline.critic.schema import CATEGORIES, json_schema, worst_case_tokens
 
 log = logging.getLogger(__name__)
 

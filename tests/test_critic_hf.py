@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.reward.backends.hf import PresencePenalty
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.schema import json_schema
-from pipeline.reward.scorer import RewardScorer, prepare_models
-from pipeline.reward.testing import random_samples, tiny_reward_config
+from pipeline.critic.backends.hf import PresencePenalty
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.schema import json_schema
+from pipeline.critic.scorer import RewardScorer, prepare_models
+from pipeline.critic.testing import random_samples, tiny_reward_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,8 +116,8 @@ def test_presence_penalty_by_hand():
 
 
 def test_images_are_resized_to_at_most_1024_px():
-    from pipeline.reward.backends.base import JudgeRequest
-    from pipeline.reward.backends.fingerprint import FingerprintBackend
+    from pipeline.critic.backends.base import JudgeRequest
+    from pipeline.critic.backends.fingerprint import FingerprintBackend
 
     backend = FingerprintBackend(RewardConfig())
     ref, pred = backend.prepare(JudgeRequest("chart", np.zeros((600, 2048, 3), np.uint8),
@@ -126,7 +126,7 @@ def test_images_are_resized_to_at_most_1024_px():
 
 
 def _cli(tmp_path, rm_models, *extra):
-    cmd = [sys.executable, "-m", "pipeline.reward", "chart", "--ref", str(tmp_path / "ref.png"), *extra,
+    cmd = [sys.executable, "-m", "pipeline.critic", "chart", "--ref", str(tmp_path / "ref.png"), *extra,
            f"models.cache_dir={rm_models.cache_dir}", "reward.limits.max_errors=2",
            "reward.limits.max_location_chars=16", "reward.limits.max_description_chars=32",
            "reward.tasks.chart.sampling.max_new_tokens=600"]

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
-from pipeline.reward.backends.base import RawAnswer, RewardBackend, TextRequest
-from pipeline.reward.config import EndpointConfig, RewardConfig
-from pipeline.reward.images import png_data_url
-from pipeline.reward.prompts import messages
+from pipeline.critic.backends.base import RawAnswer, RewardBackend, TextRequest
+from pipeline.critic.config import EndpointConfig, RewardConfig
+from pipeline.critic.images import png_data_url
+from pipeline.critic.prompts import messages
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.reward.backends import JudgeRequest
-from pipeline.reward.backends.openai import OpenAIBackend
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.schema import CATEGORIES, json_schema
-from pipeline.reward.scorer import RewardScorer
-from pipeline.reward.testing import ChatServer, random_samples
+from pipeline.critic.backends import JudgeRequest
+from pipeline.critic.backends.openai import OpenAIBackend
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.schema import CATEGORIES, json_schema
+from pipeline.critic.scorer import RewardScorer
+from pipeline.critic.testing import ChatServer, random_samples
 
 MAX_REQUESTS = 400  # a server answers 503 after this many, whatever the test does
 LIFETIME_S = 90  # and shuts itself down after this long
@@ -128,7 +128,7 @@ def _pixels(url):
 
 
 def test_a_shared_reference_is_encoded_once_and_each_body_carries_its_own_images(servers, monkeypatch):
-    import pipeline.reward.backends.openai as openai_backend
+    import pipeline.critic.backends.openai as openai_backend
 
     encoded = []
     real = openai_backend.png_data_url

@@ -1,6 +1,6 @@
 """What the critic must answer, per task: a JSON Schema (for constrained decoding and validation) and the
 matching pydantic models (for typed access). Both are built from the same categories and limits, so they
-cannot drift apart; `tests/test_reward_schema.py` checks they accept and reject the same documents.
+cannot drift apart; `tests/test_critic_schema.py` checks they accept and reject the same documents.
 
 Answer shape (keys in this order, compact JSON):
     {"errors": [{"category": "data", "severity": 2, "location": "...", "description": "..."}, ...],
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from pipeline.reward.config import JudgementLimits
+from pipeline.critic.config import JudgementLimits
 
 # The paper's discrepancy categories (Visual-ERM / VC-RewardBench).
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -127,3 +127,55 @@ def worst_case_tokens(task: str, limits: JudgementLimits) -> int:
     skeleton = len(json.dumps(doc, separators=(",", ":")).encode())
     text = limits.max_errors * MAX_BYTES_PER_CHAR * (limits.max_location_chars + limits.max_description_chars)
     return skeleton + text + 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing answers: what the critic is trained to emit (critic SFT targets) must be exactly what the
+# constrained decoder admits and `parse_judgement` accepts, so training and serving cannot drift apart.
+# ---------------------------------------------------------------------------------------------------------
+_FORBIDDEN = {'"': "'", "\\": "/"}
+
+
+def fit_text(text: str, max_chars: int) -> str:
+    """`text` as the schema's free-text rule allows it: double quotes become single quotes, backslashes
+    slashes, control characters and characters outside the Basic Multilingual Plane (or surrogates) spaces;
+    then cut to `max_chars` (on a word boundary when one is near)."""
+    out = []
+    for ch in str(text):
+        ch = _FORBIDDEN.get(ch, ch)
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code > 0xFFFD:
+            ch = " "
+        out.append(ch)
+    s = " ".join("".join(out).split())
+    if len(s) > max_chars:
+        cut = s[:max_chars]
+        space = cut.rfind(" ")
+        s = (cut[:space] if space >= max_chars * 0.6 else cut).rstrip()
+    return s
+
+
+def canonical_errors(task: str, errors: list[dict[str, Any]], limits: JudgementLimits) -> list[dict[str, Any]]:
+    """Labels in the answer's field order with texts fitted to the limits; at most `limits.max_errors`
+    (the first ones are kept). Raises ValueError for a category outside the task's set or a bad severity."""
+    cats = CATEGORIES[task]
+    out = []
+    for k, e in enumerate(errors[: limits.max_errors]):
+        category = e.get("category")
+        if category not in cats:
+            raise ValueError(f"error {k}: category {category!r} is not one of the {task} categories {list(cats)}")
+        severity = e.get("severity")
+        if isinstance(severity, bool) or severity not in SEVERITIES:
+            raise ValueError(f"error {k}: severity {severity!r} is not one of {list(SEVERITIES)}")
+        out.append({"category": category, "severity": int(severity),
+                    "location": fit_text(e.get("location", ""), limits.max_location_chars),
+                    "description": fit_text(e.get("description", ""), limits.max_description_chars)})
+    return out
+
+
+def serialize_answer(task: str, errors: list[dict[str, Any]], limits: JudgementLimits) -> str:
+    """The compact JSON text a critic answers for these discrepancies (the schema's key order, separators
+    (",", ":"), counts tallied from the list): byte for byte what the constrained decoder can produce."""
+    errors = canonical_errors(task, errors, limits)
+    counts = {c: sum(e["category"] == c for e in errors) for c in CATEGORIES[task]}
+    return json.dumps({"errors": errors, "counts": counts}, separators=(",", ":"), ensure_ascii=False)

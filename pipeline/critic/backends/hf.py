@@ -17,10 +17,10 @@ from xgrammar.contrib.hf import LogitsProcessor as GrammarLogitsProcessor
 
 from pipeline.config import ModelConfig
 from pipeline.models import load_model_and_processor
-from pipeline.reward.backends.base import RawAnswer, RewardBackend, TextRequest
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.prompts import messages
-from pipeline.reward.schema import CATEGORIES, schema_json
+from pipeline.critic.backends.base import RawAnswer, RewardBackend, TextRequest
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.prompts import messages
+from pipeline.critic.schema import CATEGORIES, schema_json
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from pipeline.reward.config import JudgementLimits
-from pipeline.reward.schema import CATEGORIES, json_schema, judgement_model
+from pipeline.critic.config import JudgementLimits
+from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Score one (reference, rendering) pair from the command line.
 
-    python -m pipeline.reward chart --ref REF.png --pred PRED.png [--code FILE] [--gt-code FILE]
+    python -m pipeline.critic judge chart --ref REF.png --pred PRED.png [--code FILE] [--gt-code FILE]
         [--config configs/default.yaml] [--backend hf|vllm|openai] [--model PATH] [key.path=value ...]
 
 Prints one JSON object: the critic's judgement, the reward, its breakdown and the discrepancy list (or the
@@ -23,8 +23,8 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.config import DEFAULT_CONFIG, ModelsConfig
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.images import BadImage, to_array
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.images import BadImage, to_array
 from pipeline.sample import TASK_KINDS, Sample
 
 NO_CODE_GIVEN = "# (no code given on the command line)"
@@ -57,7 +57,7 @@ def load_reward_settings(config: str | None, overrides: list[str]) -> tuple[Mode
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.reward", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.critic judge", description=__doc__.split("\n\n")[0])
     ap.add_argument("task", choices=TASK_KINDS)
     ap.add_argument("--ref", required=True, help="reference image (PNG/JPEG)")
     ap.add_argument("--pred", required=True, help="rendered prediction (PNG/JPEG)")
@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> tuple[str | None, int]:
                     rendered_image=rendered,  # type: ignore[arg-type]
                     ground_truth_code=Path(args.gt_code).read_text() if args.gt_code else None)
 
-    from pipeline.reward.scorer import RewardScorer, prepare_models
+    from pipeline.critic.scorer import RewardScorer, prepare_models
 
     scorer = RewardScorer(cfg, prepare_models(models) if cfg.backend in ("hf", "vllm") else models)
     try:

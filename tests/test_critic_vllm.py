@@ -3,17 +3,17 @@ the absence itself must surface as BackendUnavailable (a clear message), never a
 
 import pytest
 
-from pipeline.reward.backends.base import BackendUnavailable
-from pipeline.reward.backends.vllm import vllm_available
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.testing import random_samples, tiny_reward_config
+from pipeline.critic.backends.base import BackendUnavailable
+from pipeline.critic.backends.vllm import vllm_available
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.testing import random_samples, tiny_reward_config
 
 HAVE_VLLM, WHY = vllm_available()
 
 
 @pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed: the missing-vLLM path cannot be exercised here")
 def test_missing_vllm_is_a_clear_backend_unavailable(models_cfg):
-    from pipeline.reward.backends import make_backend
+    from pipeline.critic.backends import make_backend
 
     with pytest.raises(BackendUnavailable, match="GPU-only optional extra"):
         make_backend(RewardConfig(backend="vllm"), models_cfg.reward, models_cfg.cache_dir)
@@ -25,7 +25,7 @@ def test_vllm_backend_gives_schema_valid_judgements(models_cfg):
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM is installed but no GPU is visible")
-    from pipeline.reward.scorer import RewardScorer, prepare_models
+    from pipeline.critic.scorer import RewardScorer, prepare_models
 
     cfg = tiny_reward_config(backend="vllm", vllm={"gpu_memory_utilization": 0.2, "max_model_len": 2048,
                                                    "enforce_eager": True})

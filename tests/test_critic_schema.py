@@ -7,10 +7,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from pipeline.reward.config import JudgementLimits
-from pipeline.reward.judgement import parse_judgement
-from pipeline.reward.prompts import messages, prompt
-from pipeline.reward.schema import CATEGORIES, json_schema, judgement_model, worst_case_tokens
+from pipeline.critic.config import JudgementLimits
+from pipeline.critic.judgement import parse_judgement
+from pipeline.critic.prompts import messages, prompt
+from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model, worst_case_tokens
 
 LIMITS = JudgementLimits(max_errors=3, max_location_chars=10, max_description_chars=20)
 
@@ -137,7 +137,7 @@ def test_xgrammar_constraint_admits_only_text_that_decodes_within_the_limits(bad
     import xgrammar as xgr
     from xgrammar.testing import _get_matcher_from_grammar
 
-    from pipeline.reward.schema import schema_json
+    from pipeline.critic.schema import schema_json
 
     grammar = xgr.Grammar.from_json_schema(schema_json("chart", LIMITS), any_whitespace=False,
                                            separators=(",", ":"))
@@ -149,7 +149,7 @@ def test_xgrammar_constraint_admits_only_text_that_decodes_within_the_limits(bad
 
 
 def test_config_defaults_are_the_papers_and_mistakes_are_rejected():
-    from pipeline.reward.config import RewardConfig
+    from pipeline.critic.config import RewardConfig
 
     cfg = RewardConfig()
     for task in ("chart", "svg"):
@@ -175,7 +175,7 @@ def test_default_limits_compile_and_bound_descriptions_exactly(task):
     import xgrammar as xgr
     from xgrammar.testing import _get_matcher_from_grammar
 
-    from pipeline.reward.schema import schema_json
+    from pipeline.critic.schema import schema_json
 
     limits = JudgementLimits()
     grammar = xgr.Grammar.from_json_schema(schema_json(task, limits), any_whitespace=False, separators=(",", ":"))

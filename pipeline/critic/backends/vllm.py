@@ -16,10 +16,10 @@ from typing import Any
 
 from pipeline.config import ModelConfig
 from pipeline.models import load_processor, resolve_model_path
-from pipeline.reward.backends.base import BackendUnavailable, RawAnswer, RewardBackend, TextRequest
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.prompts import messages
-from pipeline.reward.schema import CATEGORIES
+from pipeline.critic.backends.base import BackendUnavailable, RawAnswer, RewardBackend, TextRequest
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.prompts import messages
+from pipeline.critic.schema import CATEGORIES
 
 
 def vllm_available() -> tuple[bool, str]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pipeline.reward.schema import CATEGORIES
+from pipeline.critic.schema import CATEGORIES
 
 _WHAT = {
     "chart": "a chart",

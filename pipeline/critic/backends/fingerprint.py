@@ -14,10 +14,10 @@ import time
 import numpy as np
 from PIL import Image
 
-from pipeline.reward.backends.base import RawAnswer, RewardBackend
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.images import resize_max_side, to_array
-from pipeline.reward.schema import CATEGORIES
+from pipeline.critic.backends.base import RawAnswer, RewardBackend
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.images import resize_max_side, to_array
+from pipeline.critic.schema import CATEGORIES
 
 
 def fingerprint(reference: Image.Image, rendered: Image.Image) -> str:

@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.schema import worst_case_tokens
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.schema import worst_case_tokens
 from pipeline.sample import TASK_KINDS, Sample
 
 TINY_LIMITS = {"max_errors": 2, "max_location_chars": 16, "max_description_chars": 32}

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from pipeline.config import ModelsConfig
-from pipeline.reward.backends import JudgeRequest, RewardBackend, make_backend
-from pipeline.reward.config import RewardConfig
-from pipeline.reward.judgement import Judgement
+from pipeline.critic.backends import JudgeRequest, RewardBackend, make_backend
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.judgement import Judgement
 from pipeline.rewards.compose import Partial, RewardFunction, precheck
 from pipeline.sample import Sample
 
