@@ -103,7 +103,8 @@ def test_partial_sections_keep_their_parents_specific_defaults():
     cfg = load_config(None, ["reward.tasks.table.sampling.max_new_tokens=77"])
     assert cfg.reward.tasks.table.sampling.max_new_tokens == 77
     assert cfg.reward.tasks.table.sampling.temperature == 0.0
-    assert cfg.reward.tasks.chart.sampling.temperature == 0.7
+    assert cfg.reward.tasks.chart.sampling.temperature == 0.0  # default.yaml: the tiny critic answers greedily
+    assert cfg.reward.tasks.chart.sampling.max_new_tokens == 2100  # ...and keeps default.yaml's budget
 
 
 def test_trainer_temperature_follows_the_rollout():

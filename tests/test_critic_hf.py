@@ -126,8 +126,8 @@ def test_images_are_resized_to_at_most_1024_px():
 
 
 def _cli(tmp_path, rm_models, *extra):
-    cmd = [sys.executable, "-m", "pipeline.critic", "chart", "--ref", str(tmp_path / "ref.png"), *extra,
-           f"models.cache_dir={rm_models.cache_dir}", "reward.limits.max_errors=2",
+    cmd = [sys.executable, "-m", "pipeline.critic", "judge", "chart", "--ref", str(tmp_path / "ref.png"), *extra,
+           f"models.cache_dir={rm_models.cache_dir}", "models.reward.tiny.train.steps=0", "reward.limits.max_errors=2",
            "reward.limits.max_location_chars=16", "reward.limits.max_description_chars=32",
            "reward.tasks.chart.sampling.max_new_tokens=600"]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
