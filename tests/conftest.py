@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Unit and end-to-end tests use the random tiny critic with short answers (as the embedded default did before
 # it trained its critic): building the trained one takes minutes, and test_main's from-nothing run (fresh
-# caches) and tests/test_critic_tiny.py exercise it for real.
+# caches) exercises it for real.
 RANDOM_CRITIC = [
     "models.reward.tiny.train.steps=0",
     "reward.limits={max_errors: 2, max_location_chars: 16, max_description_chars: 32}",

@@ -1,6 +1,8 @@
-"""Reward service: Visual-ERM prompts and answer schemas, reward-model backends (HF + xgrammar, vLLM,
-OpenAI-compatible endpoints), and the scorer that turns rendered samples into rewards (`pipeline.rewards`).
-CLI: `python -m pipeline.critic {chart,table,svg} --ref REF.png --pred PRED.png [--code FILE]`."""
+"""The critic (Visual-ERM): prompts and answer schemas, judgement parsing, backends (HF + xgrammar, vLLM,
+OpenAI-compatible endpoints), the scorer that turns rendered samples into rewards (`pipeline.rewards` holds
+the formulas), and the critic's own training: SFT data from the data engine (`data_builder.py`, format in
+`dataset.py`), teachers (`teachers.py`, `structural/`), DeepSpeed SFT (`training/`), baselines.
+CLI: `python -m pipeline.critic {judge,data,train}`."""
 
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement, parse_judgement
