@@ -284,6 +284,17 @@ class Config(Strict):
 # ---------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------
+def read_yaml_mapping(path: Path) -> dict:
+    """The mapping a YAML config file holds (empty file: {}); ConfigError for bad YAML or another top level."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
 def load_config(path: Union[str, Path, None] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Read a YAML preset (default: configs/default.yaml), apply `a.b.c=value` overrides, validate."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -293,12 +304,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: tuple[str, ...] 
         if candidate is None or not candidate.is_file():
             raise ConfigError(f"config file not found: {path}")
         path = candidate
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path)
     _check_keys(data, Config, prefix="", source=str(path))
     for item in overrides:
         key, value = _parse_override(item)
@@ -439,12 +445,7 @@ def load_model_config(model: type[BaseModel], path: Union[str, Path, None] = Non
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        data = read_yaml_mapping(path)
         source = str(path)
         _check_keys(data, model, prefix="", source=source)
     for item in overrides:

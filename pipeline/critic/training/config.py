@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pipeline import config as run_config  # the run config's override and key-path helpers, reused
@@ -129,12 +128,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | tup
         path, source = Path(path), str(path)
         if not path.is_file():
             raise ConfigError(f"critic training config not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        data = run_config.read_yaml_mapping(path)
         run_config._check_keys(data, CriticTrainConfig, prefix="", source=source)
     for item in overrides:
         key, value = run_config._parse_override(item)
