@@ -72,6 +72,7 @@ def run(cfg: Config) -> int:
     from actors.trainer import TrainerGroup
     from pipeline.datasets import prepare_datasets
     from pipeline.dataloader import PromptLoader
+    from pipeline.critic.scorer import prepare_models
     from pipeline.models import resolve_model_path
     from pipeline.placement import NODE_GROUP_LABEL, requests_from_config
     from pipeline.stages import evaluate_policy, render_stage, reward_stage
@@ -96,12 +97,17 @@ def run(cfg: Config) -> int:
         loader = PromptLoader(train_prompts, cfg.data.prompts_per_step, seed=cfg.run.seed)
         log.info("data: %d train prompts, %d eval prompts", len(train_prompts), len(eval_prompts))
 
-        # 3. Actors: renderers, reward models, the trainer group, then rollout workers.
+        # 3. Models: checkpoint paths checked, tiny models built (the tiny critic trained: minutes) here, once,
+        #    before actors that must come up within a start timeout look for them.
+        policy_path = resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
+        if cfg.reward.backend in ("hf", "vllm"):
+            prepare_models(cfg.models)
+
+        # 4. Actors: renderers, reward models, the trainer group, then rollout workers.
         start_timeout = cfg.ray.actor_start_timeout_s
         render_pool = RenderPool(cfg.render, num_actors=cfg.render.actors, cpus_per_actor=cfg.render.cpus_per_actor,
                                  start_timeout_s=start_timeout)
         reward_pool = RewardPool(cfg.reward, cfg.models, start_timeout_s=start_timeout)
-        policy_path = resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
         trainer = TrainerGroup(cfg.trainer, str(policy_path), group_size=cfg.rollout.sampling.n,
                                run_config=config_to_dict(cfg), weight_sync=cfg.rollout.weight_sync,
                                weight_dtype=cfg.models.policy.dtype)
@@ -117,7 +123,7 @@ def run(cfg: Config) -> int:
         log.info("actors up: %d rollout, %d render, %d reward, %d trainer rank(s)", len(rollout_workers),
                  cfg.render.actors, cfg.reward.actors.replicas, t.ranks)
 
-        # 4. Resume: weights, optimizer, scheduler and RNG from the trainer's checkpoint; the data order from
+        # 5. Resume: weights, optimizer, scheduler and RNG from the trainer's checkpoint; the data order from
         #    the loader position saved with it, so the next batch is the one the interrupted run would draw.
         start_step = 0
         meta = trainer.resume(run_dir) if t.resume else None
@@ -150,7 +156,7 @@ def run(cfg: Config) -> int:
         def eval_batch():
             return PromptLoader(eval_prompts, len(eval_prompts), seed=cfg.run.seed).next_batch()
 
-        # 5. The stream: rollout → render → reward run in threads, at most max_staleness versions ahead.
+        # 6. The stream: rollout → render → reward run in threads, at most max_staleness versions ahead.
         s = cfg.stream
         rollout_timeout = cfg.rollout.timeout_s
         stream = StreamingScheduler(
@@ -166,7 +172,7 @@ def run(cfg: Config) -> int:
         )
         stream.start(first_step=start_step, trained_versions=trainer.version)
 
-        # 6. Training: one GRPO update per step on the step's complete, scored groups. From here a first
+        # 7. Training: one GRPO update per step on the step's complete, scored groups. From here a first
         #    SIGINT / SIGTERM lets the current update and weight sync finish, then stops and saves.
         stop.begin_graceful(on_request=stream.interrupt)
         step = start_step
