@@ -283,7 +283,7 @@ class TrainerGroup:
         rollouts = [
             GRPORollout(
                 messages=s.messages,
-                image=s.reference_image,
+                images=s.prompt_images,
                 response_ids=s.response_ids,
                 rollout_log_probs=s.response_logprobs or [0.0] * len(s.response_ids),
                 reward=0.0,

@@ -14,6 +14,11 @@ from typing import Any, Literal, Optional
 import numpy as np
 
 TaskKind = Literal["chart", "table", "svg"]
+
+# Sample.extra keys the data loader fills from the dataset row: the prompt's own annotations (a revision turn
+# of the same prompt keeps them; everything else in `extra` describes one answer).
+REFERENCE_TRACE = "reference_chart_trace"  # the reference chart's ChartMimic-style trace
+PROMPT_EXTRA_KEYS = (REFERENCE_TRACE,)
 TASK_KINDS: tuple[TaskKind, ...] = ("chart", "table", "svg")
 
 
@@ -25,6 +30,10 @@ class Sample:
     messages: list[dict[str, Any]] = field(default_factory=list)  # chat messages given to the policy
     ground_truth_code: Optional[str] = None
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Images the prompt shows after the reference, in message order: a revision turn's earlier rendering
+    # (pipeline/revision.py). Every {"type": "image"} part of `messages` stands for one of `prompt_images`.
+    feedback_images: list[np.ndarray] = field(default_factory=list)
+    turn: int = 0  # 0: a first answer; k: the k-th revision of one (pipeline/revision.py)
 
     # rollout
     response_text: Optional[str] = None
@@ -46,6 +55,11 @@ class Sample:
     # the first stage that could not do its job, and why ("render:timeout", "reward:invalid_judgement", ...)
     failure: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_images(self) -> list[np.ndarray]:
+        """The images of the prompt, in the order its image parts appear: the reference, then feedback."""
+        return [self.reference_image, *self.feedback_images]
 
     def fail(self, stage: str, reason: str) -> "Sample":
         if self.failure is None:

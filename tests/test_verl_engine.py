@@ -98,7 +98,7 @@ def rollouts(tiny_model_dir):
     result = []
     for g in range(GROUPS):
         image = _image(seed=g, height=48 + 16 * g, width=64)  # different image sizes → different grids
-        enc = encode_prompt(processor, MESSAGES, image)
+        enc = encode_prompt(processor, MESSAGES, [image])
         for k in range(GROUP_SIZE):
             out = model.generate(
                 input_ids=enc.input_ids[None],
@@ -113,7 +113,7 @@ def rollouts(tiny_model_dir):
             result.append(
                 GRPORollout(
                     messages=MESSAGES,
-                    image=image,
+                    images=[image],
                     response_ids=response.tolist(),
                     rollout_log_probs=_hf_response_log_probs(model, enc, response).tolist(),
                     reward=float(k) + 0.25 * g,
@@ -314,7 +314,7 @@ def test_exported_weights_reproduce_the_updated_policy_in_hf(single_rank, rollou
     for row, engine in zip(single_rank["rows"], single_rank["updated_engine_log_probs"]):
         r = rollouts[row]
         hf = _hf_response_log_probs(
-            model, encode_prompt(processor, r.messages, r.image), torch.tensor(r.response_ids)
+            model, encode_prompt(processor, r.messages, r.images), torch.tensor(r.response_ids)
         )
         np.testing.assert_allclose(engine, hf.numpy(), atol=LOG_PROB_ATOL, err_msg=f"rollout {row}")
         assert not np.allclose(engine, r.rollout_log_probs, atol=LOG_PROB_ATOL)  # the update changed them
@@ -412,7 +412,7 @@ def test_grpo_batch_encodes_each_distinct_prompt_once(rollouts, tiny_model_dir, 
     batch = batch_module.build_grpo_batch(copies, processor, hf_config)
     assert len(calls) == GROUPS  # not GROUPS * GROUP_SIZE
     for b, r in enumerate(copies):  # each sample still gets its own group's image (sizes differ by group)
-        direct = real_encode(processor, r.messages, r.image)
+        direct = real_encode(processor, r.messages, r.images)
         mm = batch.non_tensor_batch["multi_modal_inputs"][b]
         assert torch.equal(mm["pixel_values"], direct.pixel_values)
         assert torch.equal(mm["image_grid_thw"], direct.image_grid_thw)
@@ -462,7 +462,7 @@ def test_grpo_batch_rejects_what_would_corrupt_training(rollouts, tiny_model_dir
     image_token_in_response = dataclasses.replace(
         good, response_ids=[*good.response_ids[:-1], hf_config.image_token_id]
     )
-    two_images = dataclasses.replace(
+    two_parts_one_image = dataclasses.replace(
         good,
         messages=[
             {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "x"}]}
@@ -472,7 +472,7 @@ def test_grpo_batch_rejects_what_would_corrupt_training(rollouts, tiny_model_dir
     other_prompt = dataclasses.replace(good, prompt_ids=[*good.prompt_ids[:-1], good.prompt_ids[-1] + 1])
     for bad, message in [
         (image_token_in_response, "vision special tokens"),
-        (two_images, "exactly one image"),
+        (two_parts_one_image, "one image per image part"),
         (short_log_probs, "log-probs for"),
         (other_prompt, "differs from the trainer's encoding"),
     ]:
@@ -485,7 +485,7 @@ def test_rollout_from_scored_sample(rollouts):
     from pipeline.training.batch import GRPORollout
 
     r = rollouts[0]
-    sample = Sample(task="chart", reference_image=r.image, prompt_id="p1", messages=r.messages)
+    sample = Sample(task="chart", reference_image=r.images[0], prompt_id="p1", messages=r.messages)
     with pytest.raises(ValueError, match="not ready for training"):
         GRPORollout.from_sample(sample)  # not generated, not scored yet
     sample.prompt_ids, sample.response_ids, sample.response_logprobs = (
@@ -496,7 +496,8 @@ def test_rollout_from_scored_sample(rollouts):
     sample.reward = 0.5
     converted = GRPORollout.from_sample(sample)
     assert (converted.group_id, converted.reward, converted.response_ids) == ("p1", 0.5, r.response_ids)
-    assert converted.image is r.image and converted.prompt_ids == r.prompt_ids
+    assert converted.images[0] is r.images[0] and len(converted.images) == 1
+    assert converted.prompt_ids == r.prompt_ids
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ A backend turns prompts (Samples carrying chat messages and a reference image) i
 prompt. Whatever generates the tokens (transformers `generate`, vLLM), the Samples that come out are built by
 the same functions here, so both backends agree on:
 
-- the prompt: the processor's chat template text, one RGB PIL image per prompt;
+- the prompt: the processor's chat template text, one RGB PIL image per image part (the reference, then a
+  revision turn's feedback rendering);
 - the group: n fresh copies per prompt (new uid, unshared mutable fields), prompt-major order;
 - stopping: a response ends at the first stop token (the generation config's eos ids), which is kept;
   whatever was generated after it (padding) is dropped;
@@ -80,9 +81,10 @@ def prompt_text(processor: Any, sample: Sample) -> str:
     return processor.apply_chat_template(sample.messages, add_generation_prompt=True, tokenize=False)
 
 
-def prompt_image(sample: Sample) -> Image.Image:
-    # As the trainer's `encode_prompt` does: the processor converts to RGB, so both see the same pixels.
-    return Image.fromarray(np.asarray(sample.reference_image, dtype=np.uint8))
+def prompt_images(sample: Sample) -> list[Image.Image]:
+    """The prompt's images (reference, then a revision turn's feedback rendering), as the trainer's
+    `encode_prompt` takes them: the processor converts to RGB, so both see the same pixels."""
+    return [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in sample.prompt_images]
 
 
 def logprob_temperature(sampling: SamplingConfig, greedy: bool) -> float:
@@ -156,7 +158,7 @@ __all__ = [
     "logprob_temperature",
     "make_rollout",
     "never_sampled_token_ids",
-    "prompt_image",
+    "prompt_images",
     "prompt_text",
     "stop_token_ids",
 ]

@@ -11,7 +11,7 @@ from pipeline.rollout.base import (
     fill_response,
     is_sampling,
     logprob_temperature,
-    prompt_image,
+    prompt_images,
     prompt_text,
     stop_token_ids,
 )
@@ -47,7 +47,7 @@ class HFRollout:
             return []
         inputs = self.processor(
             text=[prompt_text(self.processor, s) for s in expanded],
-            images=[prompt_image(s) for s in expanded],
+            images=[image for s in expanded for image in prompt_images(s)],  # consumed in placeholder order
             return_tensors="pt",
             padding=True,
             return_mm_token_type_ids=True,

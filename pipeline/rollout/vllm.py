@@ -42,7 +42,7 @@ from pipeline.rollout.base import (
     fill_response,
     is_sampling,
     never_sampled_token_ids,
-    prompt_image,
+    prompt_images,
     prompt_text,
     stop_token_ids,
 )
@@ -140,7 +140,9 @@ class VLLMRollout:
             enforce_eager=engine.enforce_eager,
             enable_sleep_mode=engine.enable_sleep_mode,
             seed=engine.seed + seed,
-            limit_mm_per_prompt={"image": 1, "video": 0},  # one image per prompt; no video memory profiled
+            # A first answer shows one image; a revision turn the reference and the previous rendering
+            # (pipeline/revision.py). No video memory profiled.
+            limit_mm_per_prompt={"image": 2, "video": 0},
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WORKER_EXTENSION,
         )
@@ -178,7 +180,7 @@ class VLLMRollout:
             return []
         self.wake_up()
         requests = [
-            {"prompt": prompt_text(self.processor, p), "multi_modal_data": {"image": prompt_image(p)}}
+            {"prompt": prompt_text(self.processor, p), "multi_modal_data": {"image": prompt_images(p)}}
             for p in prompts
         ]
         # Greedy decoding gives n identical answers: ask the engine for one (vLLM refuses n > 1 without

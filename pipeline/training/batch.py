@@ -44,8 +44,8 @@ QWEN3_VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
 class GRPORollout:
     """One sampled answer, as the trainer needs it."""
 
-    messages: list[dict[str, Any]]  # the chat prompt, with exactly one {"type": "image"} part
-    image: Image.Image | np.ndarray  # the image that part stands for (HxWx3 uint8 if an array)
+    messages: list[dict[str, Any]]  # the chat prompt: one {"type": "image"} part per image (a revision turn: 2)
+    images: Sequence[Image.Image | np.ndarray]  # the images those parts stand for, in order (HxWx3 uint8 arrays)
     response_ids: Sequence[int]  # generated tokens, without the prompt
     rollout_log_probs: Sequence[float]  # one per response token, at the sampling temperature
     reward: float
@@ -61,7 +61,7 @@ class GRPORollout:
             )
         return cls(
             messages=sample.messages,
-            image=sample.reference_image,
+            images=sample.prompt_images,
             response_ids=sample.response_ids,
             rollout_log_probs=sample.response_logprobs,
             reward=float(sample.reward),
@@ -75,13 +75,13 @@ class EncodedPrompt:
     input_ids: torch.Tensor  # (P,)
     mm_token_type_ids: torch.Tensor  # (P,) 1 on image tokens
     pixel_values: torch.Tensor  # (patches, C*T*patch*patch)
-    image_grid_thw: torch.Tensor  # (1, 3)
+    image_grid_thw: torch.Tensor  # (images, 3)
 
 
 def encode_prompt(
-    processor: Any, messages: list[dict[str, Any]], image: Image.Image | np.ndarray
+    processor: Any, messages: list[dict[str, Any]], images: Sequence[Image.Image | np.ndarray]
 ) -> EncodedPrompt:
-    """Tokenize a one-image chat prompt exactly as the rollout does (chat template + Qwen3-VL processor)."""
+    """Tokenize a chat prompt exactly as the rollout does (chat template + Qwen3-VL processor)."""
     n_images = sum(
         1
         for m in messages
@@ -89,12 +89,12 @@ def encode_prompt(
         for part in m["content"]
         if part.get("type") == "image"
     )
-    if n_images != 1:
-        raise ValueError(f"a training prompt must contain exactly one image part, found {n_images}")
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
+    if n_images == 0 or n_images != len(images):
+        raise ValueError(f"a training prompt needs one image per image part, and at least one: "
+                         f"{n_images} part(s), {len(images)} image(s)")
+    images = [Image.fromarray(im) if isinstance(im, np.ndarray) else im for im in images]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    enc = processor(text=[text], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    enc = processor(text=[text], images=images, return_tensors="pt", return_mm_token_type_ids=True)
     return EncodedPrompt(
         input_ids=enc["input_ids"][0],
         mm_token_type_ids=enc["mm_token_type_ids"][0],
@@ -103,11 +103,13 @@ def encode_prompt(
     )
 
 
-def _prompt_key(messages: list[dict[str, Any]], image: Image.Image | np.ndarray) -> tuple:
+def _prompt_key(messages: list[dict[str, Any]], images: Sequence[Image.Image | np.ndarray]) -> tuple:
     """Equal for equal prompts (messages and image pixels), whichever objects carry them."""
-    pixels = np.ascontiguousarray(np.asarray(image))
-    digest = hashlib.blake2b(pixels.data, digest_size=16).digest()
-    return json.dumps(messages, sort_keys=True, default=repr), pixels.shape, pixels.dtype.str, digest
+    key: list[Any] = [json.dumps(messages, sort_keys=True, default=repr)]
+    for image in images:
+        pixels = np.ascontiguousarray(np.asarray(image))
+        key += [pixels.shape, pixels.dtype.str, hashlib.blake2b(pixels.data, digest_size=16).digest()]
+    return tuple(key)
 
 
 def _rope_index_fn(hf_config: Any):
@@ -162,10 +164,10 @@ def build_grpo_batch(
         bad = forbidden.intersection(int(t) for t in r.response_ids)
         if bad:
             raise ValueError(f"rollout {i}: response contains vision special tokens {sorted(bad)}")
-        key = _prompt_key(r.messages, r.image)
+        key = _prompt_key(r.messages, r.images)
         enc = encoded_prompts.get(key)
         if enc is None:  # the n samples of a group share one prompt: encode it (chat template, image) once
-            enc = encoded_prompts[key] = encode_prompt(processor, r.messages, r.image)
+            enc = encoded_prompts[key] = encode_prompt(processor, r.messages, r.images)
         if r.prompt_ids is not None and list(r.prompt_ids) != enc.input_ids.tolist():
             raise ValueError(
                 f"rollout {i}: the prompt the rollout used differs from the trainer's encoding of the same "
