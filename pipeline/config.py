@@ -36,6 +36,9 @@ class RunConfig(Strict):
     seed: int = 0
     total_steps: int = Field(3, ge=0)  # GRPO updates
     eval_every_steps: int = Field(0, ge=0)  # evaluate on the held-out split every K updates (0 = only at the end)
+    # Held-out evaluation also revises each answer with the critic's feedback this many rounds
+    # (pipeline/revision.py; metrics per round under eval/revision/round<k>/...). 0 = first answers only.
+    eval_revision_rounds: int = Field(0, ge=0)
 
 
 class DatasetConfig(Strict):
@@ -49,6 +52,14 @@ class DatasetConfig(Strict):
     synth_eval_per_task: int = Field(2, ge=0)
     synth: DataConfig = DataConfig()
     prompts_per_step: int = Field(4, ge=1)  # GRPO groups per update
+
+
+class RevisionConfig(Strict):
+    """How an answer is revised with the critic's feedback (pipeline/revision.py), at test time and in training."""
+
+    keep: Literal["best", "last"] = "best"  # test time: the answer kept, by critic reward (ties: the earlier)
+    stop_when_clean: bool = True  # no more rounds once the critic lists nothing for a rendered answer
+    max_listed: int = Field(8, ge=1)  # discrepancies shown in the feedback, most severe first
 
 
 class StreamConfig(Strict):
@@ -111,6 +122,9 @@ class TinyWarmStartConfig(Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(20, ge=1)
+    # Revision examples (pipeline/models/warm_start.py): a targeted edit of a compact program is a free
+    # (broken code, its rendering, exact discrepancies → correct code) revision turn; this many per task kind.
+    revision_examples_per_task: int = Field(0, ge=0)
 
 
 TINY_CRITIC_STEPS = 300  # the embedded default's tiny critic SFT steps (≈2 CPU-minutes; see pipeline/critic/tiny.py)
@@ -167,7 +181,8 @@ class ModelsConfig(Strict):
     # signal; the tiny reward model is a trained critic (data engine → DeepSpeed SFT, once, cached; see
     # pipeline/critic/tiny.py), so wrong renderings get discrepancies listed. `reward.tiny.train.steps=0`
     # keeps the random one.
-    policy: ModelConfig = ModelConfig(tiny=TinyModelConfig(warm_start=TinyWarmStartConfig(steps=300)))
+    policy: ModelConfig = ModelConfig(tiny=TinyModelConfig(warm_start=TinyWarmStartConfig(
+        steps=300, revision_examples_per_task=16)))
     reward: ModelConfig = ModelConfig(tiny=TinyModelConfig(seed=1, train=TinyCriticTrainConfig(steps=TINY_CRITIC_STEPS)))
 
     @model_validator(mode="after")
@@ -214,6 +229,9 @@ class RolloutConfig(Strict):
     node_group: Optional[str] = None
     sampling: SamplingConfig = SamplingConfig()
     timeout_s: float = Field(300.0, gt=0)  # one generate call
+    # Each rollout becomes an episode: first answer, critic feedback, revised answer (× rounds); GRPO trains
+    # the revised turns too, grouped per prompt and round (pipeline/revision.py). 0 = first answers only.
+    revision_rounds: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check_backend_and_weight_sync(self) -> RolloutConfig:
@@ -274,6 +292,7 @@ class Config(Strict):
     reward: RewardConfig = RewardConfig()
     trainer: TrainerConfig = TrainerConfig()
     stream: StreamConfig = StreamConfig()
+    revision: RevisionConfig = RevisionConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property
@@ -334,9 +353,11 @@ def _check_across_sections(cfg: Config) -> None:
                           "stream.max_staleness=0: the engines sleep while the trainer updates")
     # verl splits each step's samples into mini-batches (one optimizer step each), shards a mini-batch over
     # the ranks and walks each shard in micro-batches; each split must be exact.
-    samples = cfg.data.prompts_per_step * r.sampling.n
+    # (a training episode with revision rounds adds one revised answer per sample and round)
+    samples = cfg.data.prompts_per_step * r.sampling.n * (1 + r.revision_rounds)
     mini = t.mini_batch_size or samples
-    where = (f"data.prompts_per_step × rollout.sampling.n = {samples} samples per step, trainer.mini_batch_size "
+    where = (f"data.prompts_per_step × rollout.sampling.n × (1 + rollout.revision_rounds) = {samples} samples per "
+             f"step, trainer.mini_batch_size "
              f"= {mini}, trainer.ranks = {t.ranks}, trainer.micro_batch_size_per_device = "
              f"{t.micro_batch_size_per_device}")
     if samples % mini or mini % t.ranks or (mini // t.ranks) % t.micro_batch_size_per_device:

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
 from pipeline.evaluate.chart_metrics import reference_trace
-from pipeline.sample import TASK_KINDS, Sample
+from pipeline.sample import REFERENCE_TRACE, TASK_KINDS, Sample
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def parse_row(row: dict[str, Any], where: str) -> Prompt:
     # Charts: the reference's ChartMimic-style trace stored by synth, so evaluation need not re-run its code.
     trace = reference_trace(extra) if task == "chart" else None
     return Prompt(task, image, messages, ground_truth, source_id,
-                  extra={"reference_chart_trace": trace} if trace else {})
+                  extra={REFERENCE_TRACE: trace} if trace else {})
 
 
 def load_prompts(paths: Iterable[Path]) -> tuple[list[Prompt], list[str]]:

@@ -12,6 +12,7 @@ to bottom:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,8 @@ def run(cfg: Config) -> int:
     from pipeline.critic.scorer import prepare_models
     from pipeline.models import resolve_model_path
     from pipeline.placement import NODE_GROUP_LABEL, requests_from_config
-    from pipeline.stages import evaluate_policy, render_stage, reward_stage
+    from pipeline.revision import revision_groups
+    from pipeline.stages import evaluate_policy, finalize_groups, render_stage, revision_stage, reward_stage
     from pipeline.step_metrics import sample_metrics
     from pipeline.streaming import StreamingScheduler, StreamInterrupted
 
@@ -153,8 +155,18 @@ def run(cfg: Config) -> int:
         def greedy(prompts):  # evaluation: one deterministic answer per held-out prompt
             return ray.get(rollout_workers[0].generate.remote(prompts, 1, True), timeout=cfg.rollout.timeout_s)
 
-        def eval_batch():
-            return PromptLoader(eval_prompts, len(eval_prompts), seed=cfg.run.seed).next_batch()
+        def evaluate(step: int) -> None:  # the held-out split, revised run.eval_revision_rounds times
+            prompts = PromptLoader(eval_prompts, len(eval_prompts), seed=cfg.run.seed).next_batch()
+            tracker.log(evaluate_policy(prompts, greedy, render_pool, reward_pool, cfg.run.eval_revision_rounds,
+                                        cfg.revision), step=step)
+
+        revisers = itertools.cycle(rollout_workers)
+
+        def revise_answers(batch):  # training episodes: each answer revised rollout.revision_rounds times
+            def sample_one(prompts):
+                return ray.get(next(revisers).generate.remote(prompts, 1), timeout=cfg.rollout.timeout_s)
+            return revision_stage(batch, sample_one, render_pool, reward_pool, cfg.rollout.revision_rounds,
+                                  cfg.revision.max_listed)
 
         # 6. The stream: rollout → render → reward run in threads, at most max_staleness versions ahead.
         s = cfg.stream
@@ -164,7 +176,8 @@ def run(cfg: Config) -> int:
             rollout_fns=[lambda prompts, w=w: ray.get(w.generate.remote(prompts), timeout=rollout_timeout)
                          for w in rollout_workers],
             stages=[("render", lambda batch: render_stage(batch, render_pool), s.render_threads),
-                    ("reward", lambda batch: reward_stage(batch, reward_pool), s.reward_threads)],
+                    ("reward", lambda batch: reward_stage(batch, reward_pool), s.reward_threads),
+                    *([("revise", revise_answers, s.reward_threads)] if cfg.rollout.revision_rounds else [])],
             group_size=cfg.rollout.sampling.n,
             max_staleness=s.max_staleness,
             chunk_size=s.chunk_size,
@@ -188,20 +201,26 @@ def run(cfg: Config) -> int:
                 wait_s = time.perf_counter() - t0
                 if cfg.rollout.vllm.enable_sleep_mode:  # colocated engines free the GPUs for the update;
                     ray.get([w.sleep.remote() for w in rollout_workers], timeout=rollout_timeout)  # sync wakes them
-                batch_stats = reward_pool.function.finalize([x for g in groups for x in g],
-                                                            [x.extra.pop("reward_partial") for g in groups for x in g])
-                metrics = {f"train/{k}": v for k, v in trainer.update(groups).items()
+                revised = revision_groups(groups)  # the revised turns' groups ([] without revision rounds)
+                batch_stats = finalize_groups(reward_pool.function, groups)
+                revised_stats = finalize_groups(reward_pool.function, revised) if revised else {}
+                metrics = {f"train/{k}": v for k, v in trainer.update(groups + revised).items()
                            if isinstance(v, (int, float))}
                 sync = trainer.sync_weights(rollout_workers)
                 stream.mark_trained(trainer.version)
                 metrics.update({f"samples/{k}": v for k, v in sample_metrics(groups, trainer.version - 1).items()})
                 metrics.update({f"reward_batch/{k}": v for k, v in batch_stats.items() if isinstance(v, (int, float))})
+                if revised:  # metrics split by turn: first answers above, revised ones here
+                    metrics.update({f"samples_revised/{k}": v
+                                    for k, v in sample_metrics(revised, trainer.version - 1).items()})
+                    metrics.update({f"reward_batch_revised/{k}": v for k, v in revised_stats.items()
+                                    if isinstance(v, (int, float))})
                 metrics.update(_throughput(stream, time.perf_counter() - t0, wait_s, sync))
                 tracker.log_step(metrics, groups, step=step)  # + progress line, reward histograms, sample table
                 if t.save_every_steps and trainer.version % t.save_every_steps == 0:
                     save()
                 if cfg.run.eval_every_steps and trainer.version % cfg.run.eval_every_steps == 0:
-                    tracker.log(evaluate_policy(eval_batch(), greedy, render_pool, reward_pool), step=step)
+                    evaluate(step)
             else:
                 step = cfg.run.total_steps
         finally:
@@ -213,7 +232,7 @@ def run(cfg: Config) -> int:
         if trainer.version != last_saved:
             save()
         if eval_prompts and not stop.requested:
-            tracker.log(evaluate_policy(eval_batch(), greedy, render_pool, reward_pool), step=max(step - 1, 0))
+            evaluate(max(step - 1, 0))
         exit_code = stop.exit_code
     except ResourceError as e:
         log.error("%s", e)

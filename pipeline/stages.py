@@ -12,14 +12,15 @@ from pipeline.evaluate.chart_metrics import CHART_SCORE_KEYS, chart_scores, fail
 from pipeline.evaluate.image_metrics import image_metrics
 from pipeline.evaluate.table_metrics import teds
 from pipeline.render.result import RenderRequest
-from pipeline.sample import Sample
+from pipeline.config import RevisionConfig
+from pipeline.revision import RevisionRun, revise
+from pipeline.sample import REFERENCE_TRACE, Sample
 from pipeline.tasks import get_task
 
 
-# Sample.extra keys of the chart traces (pipeline/evaluate/chart_trace.py): the rendering's, and the
-# reference's (from the dataset row's extra_info.chart_trace, when the data loader carries it).
+# Sample.extra key of the rendering's chart trace (pipeline/evaluate/chart_trace.py); the reference's,
+# REFERENCE_TRACE, comes from the dataset row's extra_info.chart_trace when the data loader carries it.
 RENDER_TRACE = "render_trace"
-REFERENCE_TRACE = "reference_chart_trace"
 
 
 def render_stage(samples: list[Sample], render_pool, trace_charts: bool = False) -> list[Sample]:
@@ -75,24 +76,85 @@ def reward_stage(samples: list[Sample], reward_pool) -> list[Sample]:
     return samples
 
 
+def revision_stage(samples: list[Sample], generate: Callable[[list[Sample]], list[Sample]], render_pool,
+                   reward_pool, rounds: int, max_listed: int = 8) -> list[Sample]:
+    """Training episodes (rollout.revision_rounds): after its reward is measured, each answer is revised
+    `rounds` times with the critic's feedback; the revised answers ride along in `extra["revisions"]` (rendered
+    and measured, finalised with the step; `pipeline.revision.revision_groups` makes their GRPO groups). Every
+    answer is revised, a clean one too (its feedback says nothing was found), so each revised group is as
+    large as the first answers' group."""
+    run = revise(samples, generate, lambda batch: render_stage(batch, render_pool),
+                 lambda batch: reward_stage(batch, reward_pool), rounds, stop_when_clean=False, max_listed=max_listed)
+    for item in run.items:
+        item.attempts[0].extra["revisions"] = item.attempts[1:]
+    return samples
+
+
+def finalize_groups(reward_function, groups: list[list[Sample]]) -> dict:
+    """Finalise the measured rewards of a step's groups together (batch-normalised formulas see them all)."""
+    samples = [s for g in groups for s in g]
+    return reward_function.finalize(samples, [s.extra.pop("reward_partial") for s in samples])
+
+
 # chart_scores() keys → eval/chart/<name>
 CHART_EVAL_NAMES = {"text_f1": "text_f1", "layout_f1": "layout_f1", "type_f1": "type_f1",
                     "color_f1": "color_f1", "chart_low_level": "low_level"}
 
 
 def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], list[Sample]], render_pool,
-                    reward_pool) -> dict[str, float]:
-    """Greedy responses on held-out prompts: reward, render success, SSIM / MSE per task, TEDS for tables, and
-    for charts ChartMimic-style text / layout / type / colour F1 and their mean (`low_level`) between the
-    traces of rendering and reference. A chart without a trace of its own (no code, render failure, tracing
-    failed) scores 0 on those; a rendered one without a trace is counted in eval/chart/trace_missing. A chart
-    whose reference has no trace gets no chart scores, counted in eval/chart/no_reference_trace."""
-    samples = render_stage(generate(prompts), render_pool, trace_charts=True)
-    reward_pool.function.finalize(samples, reward_pool.measure(samples))
+                    reward_pool, revision_rounds: int = 0, revision: RevisionConfig | None = None) -> dict[str, float]:
+    """Greedy responses on held-out prompts, scored by `policy_metrics` (eval/...). With `revision_rounds`,
+    each answer is then revised with the critic's feedback (pipeline/revision.py) and the answers kept after
+    round k are scored again under eval/revision/round<k>/... (round 0 = the first answers), with the tokens
+    and seconds each round spent."""
+    def render(samples):
+        return render_stage(samples, render_pool, trace_charts=True)
+
+    def judge(samples):
+        reward_pool.function.finalize(samples, reward_pool.measure(samples))
+
+    samples = render(generate(prompts))
+    judge(samples)
     ref_traces, traced_now = reference_traces(samples, render_pool)
+    out = policy_metrics(samples, ref_traces)
+    if any(s.task == "chart" for s in samples):
+        out["eval/chart/reference_traced"] = traced_now
+    if revision_rounds:
+        revision = revision or RevisionConfig()
+        run = revise(samples, generate, render, judge, revision_rounds, stop_when_clean=revision.stop_when_clean,
+                     max_listed=revision.max_listed)
+        out.update(revision_metrics(run, ref_traces, revision_rounds, revision.keep))
+    return out
+
+
+def revision_metrics(run: RevisionRun, ref_traces: list[dict | None], rounds: int, keep: str) -> dict[str, float]:
+    """eval/revision/round<k>/<metric> for k = 0..rounds: the metrics of the answers kept after k rounds (an
+    item that stopped early keeps its answer), plus revised / tokens / seconds of round k's own work."""
+    out: dict[str, float] = {}
+    for k in range(rounds + 1):
+        prefix = f"eval/revision/round{k}/"
+        for key, value in policy_metrics(run.kept(keep, k), ref_traces).items():
+            out[prefix + key.removeprefix("eval/")] = value
+        if 1 <= k <= len(run.costs):
+            cost = run.costs[k - 1]
+            out.update({prefix + "revised": cost.revised, prefix + "tokens": cost.tokens,
+                        prefix + "seconds": cost.seconds})
+        elif k:
+            out.update({prefix + "revised": 0, prefix + "tokens": 0, prefix + "seconds": 0.0})
+    out["eval/revision/stopped_clean"] = sum(item.stopped == "clean" for item in run.items)
+    return out
+
+
+def policy_metrics(samples: list[Sample], ref_traces: list[dict | None]) -> dict[str, float]:
+    """Rendered, judged answers → reward, render success, SSIM / MSE per task, TEDS for tables, and for charts
+    ChartMimic-style text / layout / type / colour F1 and their mean (`low_level`) between the traces of
+    rendering and reference (`ref_traces[i]`, from `reference_traces`). A chart without a trace of its own (no
+    code, render failure, tracing failed) scores 0 on those; a rendered one without a trace is counted in
+    eval/chart/trace_missing. A chart whose reference has no trace gets no chart scores, counted in
+    eval/chart/no_reference_trace."""
     per_task: dict[str, dict[str, list[float]]] = {}
     chart_counts: Counter = Counter()
-    for s, ref_trace in zip(samples, ref_traces):
+    for s, ref_trace in zip(samples, ref_traces, strict=True):
         m = per_task.setdefault(s.task, {"reward": [], "render_ok": [], "ssim": [], "mse": [], "teds": []})
         m["reward"].append(float(s.reward))
         m["render_ok"].append(float(s.rendered_image is not None))
@@ -128,5 +190,4 @@ def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], li
     if any(s.task == "chart" for s in samples):
         out["eval/chart/trace_missing"] = chart_counts["trace_missing"]
         out["eval/chart/no_reference_trace"] = chart_counts["no_reference_trace"]
-        out["eval/chart/reference_traced"] = traced_now
     return out

@@ -179,6 +179,31 @@ def test_two_rank_run_trains_syncs_versions_and_scores_every_sample(tmp_path, ca
           f"decay alone {decay_only:.2e}")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_revision_episodes_train_the_revised_turns_and_eval_reports_each_round(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "revise"
+    run_dir.parent.mkdir(parents=True)
+    prompts, n, steps = 2, 2, 2
+    # The random tiny critic finds nothing wrong; training revises clean answers too, and so does this eval.
+    proc = _run(run_dir, caches, f"run.total_steps={steps}", f"data.prompts_per_step={prompts}",
+                f"rollout.sampling.n={n}", "rollout.revision_rounds=1", "data.synth_eval_per_task=1",
+                "run.eval_revision_rounds=1", "revision.stop_when_clean=false", "trainer.micro_batch_size_per_device=4")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = _step_records(run_dir)
+    assert [r["step"] for r in records] == list(range(steps))
+    for r in records:
+        # first answers and their revisions, each group complete and scored; the update took both
+        assert r["samples/samples"] == prompts * n and r["samples_revised/samples"] == prompts * n
+        assert r["samples_revised/groups"] == prompts and r["samples_revised/reward/missing"] == 0
+        assert r["train/version"] == r["step"] + 1
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if "eval/revision/round1/revised" in r]
+    assert evals, "no held-out evaluation with revision rounds was logged"
+    assert evals[-1]["eval/revision/round1/revised"] == 3  # one held-out prompt per task, each revised
+    assert {"eval/revision/round0/reward", "eval/revision/round1/reward"} <= set(evals[-1])
+
+
 def _start(run_dir: Path, caches: list[str], *overrides: str) -> tuple[subprocess.Popen, Path]:
     log_path = run_dir.parent / f"{run_dir.name}.log"
     log_file = log_path.open("w")

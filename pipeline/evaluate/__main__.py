@@ -9,6 +9,11 @@
       TEDS/TEDS-S (tables), code text metrics, SSIM and MSE of rendered responses on a synth dataset, and
       for charts ChartMimic-style trace_text/layout/type/color_f1 and trace_chart_low_level (their mean);
       without --responses the reference code itself is scored (a harness check).
+  revise --rounds K [--config PRESET] [--data PATH ...] [--out DIR] [key.path=value ...]
+      test-time reflection & revision: the run config's policy answers each held-out prompt, its critic
+      judges, the policy revises with that feedback up to K rounds (revision.keep: best | last); prints render
+      rate, critic reward, SSIM/MSE, TEDS, chart F1, tokens and seconds per task and round, and writes
+      revision.json / revision.md / revision.png to --out. Without --data: the config's held-out split.
 """
 
 from __future__ import annotations
@@ -46,9 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--responses", type=Path)
     p.add_argument("--out", type=Path)
     p.add_argument("--no-progress", action="store_true")
+    r = sub.add_parser("revise")
+    r.add_argument("--rounds", type=int, required=True)
+    r.add_argument("--config", default=None, help="run preset (default: configs/default.yaml)")
+    r.add_argument("--data", type=Path, nargs="*", help="parquet files/dirs (default: the config's eval split)")
+    r.add_argument("--out", type=Path, help="directory for revision.json / .md / .png")
+    r.add_argument("overrides", nargs="*", help="run config overrides, key.path=value")
     args = parser.parse_args(argv)
-    if not args.data.exists():
-        parser.error(f"--data {args.data} does not exist")
+    for path in args.data if isinstance(args.data, list) else [args.data] if args.data else []:
+        if not path.exists():
+            parser.error(f"--data {path} does not exist")
+    if args.command == "revise":
+        return _revise(args, parser)
     try:
         if args.command == "critic":
             from pipeline.evaluate.benchmark import evaluate_critic, format_summary
@@ -73,6 +87,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    return 0
+
+
+def _revise(args, parser) -> int:
+    from pipeline.config import load_config
+    from pipeline.evaluate.revision import evaluate_revision, format_revision_table, write_report
+    from pipeline.tracking import setup_console_logging
+
+    if args.rounds < 0:
+        parser.error("--rounds must be >= 0")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    setup_console_logging(cfg.logging.level)
+    try:
+        report = evaluate_revision(cfg, args.rounds, args.data or None)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_revision_table(report))
+    if args.out:
+        paths = write_report(_json_safe(report), args.out)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

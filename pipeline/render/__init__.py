@@ -91,6 +91,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "InProcessRenderPool",
     "RENDER_KINDS",
     "RenderConfig",
     "RenderFailure",
@@ -101,3 +102,11 @@ __all__ = [
     "make_renderer",
     "render",
 ]
+
+
+class InProcessRenderPool:
+    """The render pool's `map` in this process (sandboxed renderers, no Ray): for command-line tools that
+    render a few hundred items, e.g. `python -m pipeline.evaluate revise`."""
+
+    def map(self, requests) -> list[RenderResult]:
+        return [render(r.kind, r.code, size=r.size, timeout_s=r.timeout_s, trace=r.trace) for r in requests]

@@ -25,3 +25,30 @@ POLICY_PROMPTS: dict[str, str] = {
         "Answer with the SVG document in one ```svg code block."
     ),
 }
+
+
+# Reflection & revision (pipeline/revision.py): the user turn that follows the policy's previous answer. It
+# shows that answer's rendering (an image part) when there is one, says what is wrong, and asks again in the
+# first prompt's answer format. One template per kind of feedback; {answer} is the task's answer format.
+REVISION_ANSWER: dict[str, str] = {
+    "chart": "Answer with the complete corrected script in one ```python code block.",
+    "table": "Answer with the complete corrected table in one ```html or ```markdown code block.",
+    "svg": "Answer with the complete corrected SVG document in one ```svg code block.",
+}
+REVISION_FEEDBACK: dict[str, str] = {
+    # {items}: one line per discrepancy the critic listed, most severe first
+    "discrepancies": ("This image is what your code draws. Compared with the reference image, a critic found "
+                      "these differences:\n{items}\nFix them and keep everything that is already right. {answer}"),
+    # the critic gave no usable judgement (or the reward has no critic): the rendering alone
+    "unjudged": ("This image is what your code draws. Compare it with the reference image and fix every "
+                 "difference. {answer}"),
+    "render_error": "Your code did not render ({error}): {detail}\nFix the error. {answer}",
+    "blank_image": "Your code rendered an empty, single-colour image. Draw the reference image's content. {answer}",
+    "no_code": "Your answer contained no code. {answer}",
+}
+REVISION_PROMPTS: dict[str, dict[str, str]] = {
+    task: {kind: text.replace("{answer}", answer) for kind, text in REVISION_FEEDBACK.items()}
+    for task, answer in REVISION_ANSWER.items()
+}
+DISCREPANCY_LINE = "- {category} (severity {severity}/3) at {location}: {description}"
+NO_DISCREPANCY_LINE = "- none found"  # a clean answer revised anyway (training, or stop_when_clean off)
