@@ -170,6 +170,25 @@ def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):
     assert (encoded["input_ids"][:n_prompt] == processor.image_token_id).sum() > 0
 
 
+def test_revision_warm_start_examples_are_revision_turns_answered_with_the_original_program(policy_dir):
+    from pipeline.models.warm_start import encode_example, fenced_response, render_examples, revision_examples
+
+    examples = render_examples(4, seed=0, split="eval", progress=False)
+    made, counts = revision_examples(examples, 2, seed=0)
+    assert {k: c["made"] for k, c in counts.items()} == {"chart": 2, "table": 2, "svg": 2}, counts
+    originals = {e.code for e in examples}
+    processor = load_processor(policy_dir)
+    for ex in made:
+        assert ex.code in originals and len(ex.images) == 2  # reference, then the broken program's rendering
+        user, said, feedback = ex.messages
+        assert said["role"] == "assistant" and ex.code not in said["content"]  # the broken code is shown
+        assert "a critic found these differences" in feedback["content"][-1]["text"]
+        encoded = encode_example(processor, ex)
+        answer_ids = encoded["labels"][encoded["labels"] != -100]
+        assert processor.tokenizer.decode(answer_ids) == fenced_response(ex.kind, ex.code) + tok.IM_END
+        assert encoded["image_grid_thw"].shape[0] == 2
+
+
 def test_compact_programs_render_and_fit_the_rollout_budget(policy_dir):
     from pipeline.models.warm_start import COMPACT_KINDS, compact_program, fenced_response, render_examples
 

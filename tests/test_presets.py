@@ -102,6 +102,22 @@ def test_presets_share_everything_but_task_and_size():
         assert normalised(preset) == reference, f"{preset.name} differs from {PRESETS[0].name}"
 
 
+def test_the_revision_preset_is_mixed_4x8_with_revision_turned_on(capsys):
+    """configs/gpu/revision/mixed-4x8.yaml: training revision episodes on, everything else as mixed-4x8."""
+    path = REPO_ROOT / "configs" / "gpu" / "revision" / "mixed-4x8.yaml"
+    cfg, base = load_config(path), load_config(REPO_ROOT / "configs" / "gpu" / "mixed-4x8.yaml")
+    assert (cfg.rollout.revision_rounds, cfg.run.eval_revision_rounds) == (1, 2)
+    assert cfg.data.prompts_per_step * cfg.rollout.sampling.n * 2 == base.data.prompts_per_step * base.rollout.sampling.n
+    assert config_problems(cfg) == []
+    assert main(["--dry-run", "--config", str(path)]) == 0
+    assert "fits: every actor has a node" in capsys.readouterr().out
+    data, reference = cfg.model_dump(mode="json"), base.model_dump(mode="json")
+    for d in (data, reference):
+        d["run"].pop("name"), d["run"].pop("eval_revision_rounds"), d["data"].pop("prompts_per_step")
+        d["rollout"].pop("revision_rounds"), d["rollout"]["vllm"].pop("max_model_len")
+    assert data == reference
+
+
 def test_hand_checked_plan_mixed_4x8():
     """4 GPU machines (rollout 1 × 8 GPU, trainer 2 × 8, reward 1 × 8) + 2 render pods × 32 CPU."""
     cfg = load_config(REPO_ROOT / "configs/gpu/mixed-4x8.yaml")

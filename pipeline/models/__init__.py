@@ -89,6 +89,8 @@ def tiny_cache_key(model_cfg: ModelConfig) -> str:
     else:
         # The `train` section exists for every tiny model; an untrained one must keep its old cache key.
         payload["tiny"].pop("train", None)
+    if not model_cfg.tiny.warm_start.revision_examples_per_task:  # models built before revision examples existed
+        payload["tiny"]["warm_start"].pop("revision_examples_per_task", None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

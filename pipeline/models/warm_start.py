@@ -119,6 +119,10 @@ class WarmStartExample:
     kind: str
     code: str
     image: np.ndarray  # H×W×3 uint8, the rendered reference
+    # A revision example (`revision_examples`): the revision turn's prompt and its images (reference, broken
+    # rendering); the answer is still `code`. None: a first-answer example, prompted by `policy_messages`.
+    messages: list[dict] | None = None
+    images: tuple[np.ndarray, ...] = ()
 
 
 def render_examples(per_kind: int, seed: int, split: str, progress: bool = True) -> list[WarmStartExample]:
@@ -159,14 +163,59 @@ def render_examples(per_kind: int, seed: int, split: str, progress: bool = True)
     return examples
 
 
+def revision_examples(examples: list[WarmStartExample], per_kind: int, seed: int) -> tuple[list[WarmStartExample], dict]:
+    """Revision turns for free: a targeted edit (pipeline/data/edits) of a compact program gives broken code
+    with exact discrepancy labels; the turn is built by `pipeline.revision.revision_turn`, exactly as the
+    critic's feedback would be shown, and its answer is the original program. Returns the examples and
+    counts per kind (made / no edit applies / the edit did not render or changed nothing)."""
+    from pipeline.data.edits import EditNotApplicable, propose_edit
+    from pipeline.render import make_renderer
+    from pipeline.render.table import html_body
+    from pipeline.revision import revision_turn
+    from pipeline.sample import Sample
+
+    out: list[WarmStartExample] = []
+    counts: dict[str, dict[str, int]] = {}
+    for kind in COMPACT_KINDS:
+        c = counts[kind] = {"made": 0, "no_edit": 0, "unusable": 0}
+        renderer = make_renderer(kind)
+        try:
+            for i, example in enumerate(e for e in examples if e.kind == kind):
+                if c["made"] >= per_kind:
+                    break
+                # Table edits work on the HTML DOM: a compact Markdown table is edited as the HTML it renders as.
+                source = html_body(example.code) if kind == "table" else example.code
+                try:
+                    broken, label = propose_edit(kind, source, random.Random(f"{seed}/revision/{kind}/{i}"))
+                except EditNotApplicable:
+                    c["no_edit"] += 1
+                    continue
+                result = renderer.render(broken, size=RENDER_SIZE[kind])
+                if not result.ok or np.array_equal(result.image, example.image):
+                    c["unusable"] += 1
+                    continue
+                previous = Sample(task=kind, reference_image=example.image, prompt_id=f"warm-start/{kind}/{i}",
+                                  messages=policy_messages(kind), code=broken,
+                                  rendered_image=np.asarray(result.image),
+                                  discrepancies=[{k: v for k, v in label.to_dict().items() if k != "edit"}],
+                                  extra={"judgement": {"valid": True, "reason": None}})
+                turn = revision_turn(previous)
+                out.append(WarmStartExample(kind, example.code, example.image, messages=turn.messages,
+                                            images=tuple(turn.prompt_images)))
+                c["made"] += 1
+        finally:
+            renderer.close()
+    return out, counts
+
+
 def encode_example(processor, example: WarmStartExample) -> dict[str, torch.Tensor]:
     """Prompt (as generation starts) + fenced answer + <|im_end|>; labels cover the answer tokens only."""
-    prompt = processor.apply_chat_template(policy_messages(example.kind), add_generation_prompt=True,
-                                           tokenize=False)
+    messages = example.messages if example.messages is not None else policy_messages(example.kind)
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     answer = fenced_response(example.kind, example.code) + processor.tokenizer.eos_token
-    image = Image.fromarray(example.image.astype(np.uint8))
-    prompt_inputs = processor(text=[prompt], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
-    full = processor(text=[prompt + answer], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    images = [Image.fromarray(np.asarray(im).astype(np.uint8)) for im in (example.images or (example.image,))]
+    prompt_inputs = processor(text=[prompt], images=images, return_tensors="pt", return_mm_token_type_ids=True)
+    full = processor(text=[prompt + answer], images=images, return_tensors="pt", return_mm_token_type_ids=True)
     n_prompt = prompt_inputs["input_ids"].shape[1]
     input_ids = full["input_ids"][0]
     if not torch.equal(input_ids[:n_prompt], prompt_inputs["input_ids"][0]):
@@ -206,6 +255,11 @@ def warm_start(model: torch.nn.Module, processor, cfg: TinyWarmStartConfig, seed
     seeded, and on one thread (float reductions may differ with the thread count). Returns a small summary."""
     start = time.perf_counter()
     examples = render_examples(cfg.examples_per_task, seed=seed, split="train", progress=progress)
+    revisions: dict = {}
+    if cfg.revision_examples_per_task:
+        extra, revisions = revision_examples(examples, cfg.revision_examples_per_task, seed)
+        log.info("warm start: %d revision examples (per kind: %s)", len(extra), revisions)
+        examples = examples + extra
     encoded = [encode_example(processor, e) for e in examples]
     pad_id = processor.tokenizer.pad_token_id
     threads = torch.get_num_threads()
@@ -234,7 +288,8 @@ def warm_start(model: torch.nn.Module, processor, cfg: TinyWarmStartConfig, seed
     finally:
         torch.set_num_threads(threads)
     tail = losses[-max(1, len(losses) // 10):]
-    summary = {"examples": float(len(examples)), "steps": float(cfg.steps), "first_loss": losses[0],
+    summary = {"examples": float(len(examples)), "revision_examples": revisions, "steps": float(cfg.steps),
+               "first_loss": losses[0],
                "final_loss": sum(tail) / len(tail), "seconds": round(time.perf_counter() - start, 1)}
     log.info("warm start: %d steps on %d compact examples, loss %.3f → %.3f in %.0f s", cfg.steps,
              len(examples), summary["first_loss"], summary["final_loss"], summary["seconds"])

@@ -48,15 +48,18 @@ th {{ background: #f2f2f2; font-weight: bold; }}
 _HTML_START = re.compile(r"^\s*(<!doctype|<html|<table|<div|<body|<head|<meta|<style|<p\b|<[a-z]+[\s>])", re.IGNORECASE)
 
 
-def to_html(code: str) -> str:
-    """Wrap HTML as is; convert anything else as (GitHub-flavoured) Markdown with tables enabled."""
+def html_body(code: str) -> str:
+    """HTML as is; anything else converted as (GitHub-flavoured) Markdown with tables enabled."""
     if _HTML_START.match(code):
-        body = code
-    else:
-        from markdown_it import MarkdownIt
+        return code
+    from markdown_it import MarkdownIt
 
-        body = MarkdownIt("commonmark", {"html": False}).enable("table").render(code)
-    return PAGE_TEMPLATE.format(body=body)
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(code)
+
+
+def to_html(code: str) -> str:
+    """The page the renderer loads for a table's code."""
+    return PAGE_TEMPLATE.format(body=html_body(code))
 
 
 class TableRenderer:
