@@ -4,19 +4,26 @@
     results = pool.map([RenderRequest("chart", code), ...])      # ordered, one RenderResult each
     result = await pool.render_async(RenderRequest("svg", svg))   # from an asyncio driver
 
-Guarantees: every request gets a RenderResult. Bad code becomes a typed failure inside the sandbox; a crashed
-zygote/browser is restarted by its renderer (the sample gets CRASHED); a dead or hung actor is replaced and
-its outstanding samples get CRASHED. Backpressure: each actor renders at most `max_inflight_per_actor`
-requests at a time and the driver never has more than that many outstanding per actor.
+Guarantees: every request gets exactly one RenderResult, in request order. Bad code becomes a typed failure
+inside the sandbox (never resent: it would fail the same way); a crashed zygote/browser is restarted by its
+renderer (the sample gets CRASHED). A dead or hung *actor* is an infrastructure failure, not the code's: the
+actor is replaced (exactly once, by identity, however many requests or threads notice it) and its outstanding
+requests are resent to the pool, at most `max_resends` times each; only then do they get CRASHED with a detail
+that says so. `replacements` and `resent` count both. `map` and `render_async` are safe to call from several
+threads at once. Backpressure: each actor renders at most `max_inflight_per_actor` requests at a time and one
+`map` call never has more than that many outstanding per actor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -27,6 +34,12 @@ from pipeline.render.result import RenderFailure, RenderRequest, RenderResult
 log = logging.getLogger(__name__)
 # Extra seconds on top of a request's own time limit (queueing inside the actor, Ray transport).
 CALL_SLACK_S = 30.0
+# Times a request whose actor died or hung is sent again (to the replacement or another actor) before it comes
+# back CRASHED; the default of RenderPool(max_resends=...). Bounded, so a request that somehow kills every actor
+# it lands on cannot loop forever.
+MAX_RESENDS = 2
+# Errors that mean the actor (process, node) is gone or unreachable, not that the code failed.
+ACTOR_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)
 
 
 @ray.remote
@@ -93,13 +106,22 @@ def _node_group_selector(config) -> dict[str, str]:
 
 
 class RenderPool:
-    """Driver-side handle over `num_actors` RenderWorker actors with bounded in-flight requests."""
+    """Driver-side handle over `num_actors` RenderWorker actors with bounded in-flight requests.
+
+    Thread-safe: `self._lock` guards the actor slots and the counters; the rest of a `map` call's state is its
+    own. An actor is replaced only by the caller that still finds the failed handle in its slot, so a late
+    failure report about an actor that was already replaced never kills the replacement.
+    """
 
     def __init__(self, config: RenderConfig | None = None, num_actors: int = 1, cpus_per_actor: int = 1,
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, max_resends: int = MAX_RESENDS):
         self.config = config or RenderConfig()
         self.num_actors, self.cpus_per_actor = num_actors, cpus_per_actor
         self.start_timeout_s = start_timeout_s
+        self.max_resends = max(0, int(max_resends))
+        self._lock = threading.Lock()
+        self.replacements = 0  # actors replaced because they died or hung
+        self.resent = 0  # requests sent again after their actor died or hung
         self.actors = [self._new_actor() for _ in range(num_actors)]
         self.layers = ray.get([a.ready.remote() for a in self.actors], timeout=start_timeout_s)[0]
         self._next = 0
@@ -114,62 +136,126 @@ class RenderPool:
         limit = request.timeout_s or getattr(self.config, request.kind, self.config.chart).timeout_s
         return limit + CALL_SLACK_S
 
-    def _replace_actor(self, index: int) -> None:
-        old = self.actors[index]
+    def _deadline_s(self, request: RenderRequest) -> float:
+        """How long a request may take before its actor counts as hung: its own limit plus slack, times the
+        requests it may queue behind on the actor's renderers (at most `window` per actor, one zygote per CPU)."""
+        window = self.config.max_inflight_per_actor
+        return self._timeout_for(request) * (1 + window // max(1, self.cpus_per_actor))
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"replacements": self.replacements, "resent": self.resent}
+
+    # ------------------------------------------------------------------------------------------ actors
+    def _actor_at(self, slot: int):
+        with self._lock:
+            return self.actors[slot]
+
+    def _swap_actor(self, slot: int, failed, reason: str):
+        """Kill `failed` and put a new actor in its slot, if the slot still holds `failed` (by identity).
+        Returns the new handle, or None when someone already replaced it (or the pool was closed)."""
+        with self._lock:
+            if slot >= len(self.actors) or self.actors[slot] != failed:
+                return None
+            _quietly("killing a failed render actor", ray.kill, failed, no_restart=True)  # it may be dead
+            new = self._new_actor()
+            self.actors[slot] = new
+            self.replacements += 1
+            count = self.replacements
+        log.warning("render actor %d %s; replaced it (%d replacement(s) so far)", slot, reason, count)
+        return new
+
+    def _replace_actor(self, slot: int, failed, reason: str) -> bool:
+        """Replace `failed` (see `_swap_actor`) and wait for the replacement to start. True if replaced here."""
+        new = self._swap_actor(slot, failed, reason)
+        if new is None:
+            return False
         try:
-            ray.kill(old)
-        except Exception:  # noqa: BLE001 - already dead
-            pass
-        self.actors[index] = self._new_actor()
-        ray.get(self.actors[index].ready.remote(), timeout=self.start_timeout_s)
+            ray.get(new.ready.remote(), timeout=self.start_timeout_s)
+        except Exception as e:  # noqa: BLE001 - requests sent to it will fail, be resent, and finally CRASHED
+            log.error("replacement render actor %d did not start: %s: %s", slot, type(e).__name__, e)
+        return True
+
+    async def _replace_actor_async(self, slot: int, failed, reason: str) -> bool:
+        new = self._swap_actor(slot, failed, reason)
+        if new is None:
+            return False
+        try:
+            await asyncio.wait_for(new.ready.remote(), timeout=self.start_timeout_s)
+        except Exception as e:  # noqa: BLE001
+            log.error("replacement render actor %d did not start: %s: %s", slot, type(e).__name__, e)
+        return True
+
+    def _resend_or_crash(self, attempts: int, why: str) -> RenderResult | None:
+        """After an infrastructure failure on attempt `attempts`: None = send it again, else the final result."""
+        if attempts <= self.max_resends:
+            with self._lock:
+                self.resent += 1
+            return None
+        return RenderResult.fail(
+            RenderFailure.CRASHED,
+            f"{why} after {attempts} attempt{'s' if attempts != 1 else ''}: infrastructure failure, not the code")
 
     # --------------------------------------------------------------------------------------------- sync
     def map(self, requests: Sequence[RenderRequest]) -> list[RenderResult]:
         """Render all requests across the actors; results in request order, one per request, always."""
         results: list[RenderResult | None] = [None] * len(requests)
         window = self.config.max_inflight_per_actor
-        outstanding: dict = {}  # ref -> (request index, actor index, deadline)
-        per_actor = [0] * len(self.actors)
-        pending = list(range(len(requests)))[::-1]
+        outstanding: dict[Any, _Call] = {}  # ref -> the call it answers
+        with self._lock:
+            num_slots = len(self.actors)
+        if not num_slots and requests:
+            raise RuntimeError("RenderPool is closed")
+        per_actor = [0] * num_slots  # this call's outstanding requests per slot
+        attempts = [0] * len(requests)
+        pending = list(range(len(requests)))[::-1]  # a stack: resent requests go out first
         while pending or outstanding:
             # Submit while some actor has room (backpressure: never more than `window` per actor).
             while pending and min(per_actor) < window:
-                actor_index = per_actor.index(min(per_actor))
+                slot = per_actor.index(min(per_actor))
                 i = pending.pop()
-                ref = self.actors[actor_index].render.remote(requests[i])
-                # Queued behind at most `window` others on this actor's renderers.
-                deadline = time.monotonic() + self._timeout_for(requests[i]) * (1 + window // max(1, self.cpus_per_actor))
-                outstanding[ref] = (i, actor_index, deadline)
-                per_actor[actor_index] += 1
-            ready, _ = ray.wait(list(outstanding), num_returns=1, timeout=1.0)
+                handle = self._actor_at(slot)
+                attempts[i] += 1
+                ref = handle.render.remote(requests[i])
+                outstanding[ref] = _Call(i, slot, handle, time.monotonic() + self._deadline_s(requests[i]))
+                per_actor[slot] += 1
+            refs = list(outstanding)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            if ready and len(refs) > 1:  # collect everything else that is done too
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
-                i, actor_index, _ = outstanding.pop(ref)
-                per_actor[actor_index] -= 1
-                results[i] = self._get(ref, actor_index)
+                call = outstanding.pop(ref)
+                per_actor[call.slot] -= 1
+                try:
+                    results[call.index] = ray.get(ref, timeout=10)
+                except ACTOR_ERRORS as e:
+                    self._replace_actor(call.slot, call.handle, f"died ({type(e).__name__})")
+                    self._after_infra_failure(call.index, attempts, pending, results,
+                                              f"render actor died ({type(e).__name__})")
+                except Exception as e:  # noqa: BLE001 - never lose a sample
+                    results[call.index] = RenderResult.fail(
+                        RenderFailure.CRASHED, f"render call failed: {type(e).__name__}: {e}")
+            # Hung actors: the handles (by identity) holding a request past its deadline, from a fresh view.
             now = time.monotonic()
-            for ref, (i, actor_index, deadline) in list(outstanding.items()):
-                if now > deadline:  # the actor is hung: replace it, fail what it held
-                    log.warning("render actor %d hung; replacing it", actor_index)
-                    self._fail_actor(actor_index, outstanding, per_actor, results, "render actor timed out")
+            hung = {call.handle: call.slot for call in outstanding.values() if now > call.deadline}
+            for handle, slot in hung.items():
+                for ref, call in list(outstanding.items()):  # this actor's requests only
+                    if call.handle != handle:
+                        continue
+                    outstanding.pop(ref)
+                    per_actor[call.slot] -= 1
+                    _quietly("cancelling a render call", ray.cancel, ref, force=False)
+                    self._after_infra_failure(call.index, attempts, pending, results, "render actor timed out")
+                self._replace_actor(slot, handle, "hung (no answer before its deadline)")
         return results  # type: ignore[return-value]
 
-    def _get(self, ref, actor_index: int) -> RenderResult:
-        try:
-            return ray.get(ref, timeout=10)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as e:
-            self._replace_actor(actor_index)
-            return RenderResult.fail(RenderFailure.CRASHED, f"render actor died: {type(e).__name__}")
-        except Exception as e:  # noqa: BLE001 - never lose a sample
-            return RenderResult.fail(RenderFailure.CRASHED, f"render call failed: {type(e).__name__}: {e}")
-
-    def _fail_actor(self, actor_index, outstanding, per_actor, results, reason: str) -> None:
-        for ref, (i, a, _) in list(outstanding.items()):
-            if a == actor_index:
-                outstanding.pop(ref)
-                results[i] = RenderResult.fail(RenderFailure.CRASHED, reason)
-                ray.cancel(ref, force=False)
-        per_actor[actor_index] = 0
-        self._replace_actor(actor_index)
+    def _after_infra_failure(self, i: int, attempts: list[int], pending: list[int],
+                             results: list[RenderResult | None], why: str) -> None:
+        final = self._resend_or_crash(attempts[i], why)
+        if final is None:
+            pending.append(i)
+        else:
+            results[i] = final
 
     def render(self, request: RenderRequest) -> RenderResult:
         return self.map([request])[0]
@@ -178,28 +264,60 @@ class RenderPool:
     async def render_async(self, request: RenderRequest) -> RenderResult:
         """For asyncio drivers: callers beyond `max_inflight_per_actor` per actor wait here (backpressure)."""
         loop = asyncio.get_running_loop()
-        if self._async_slots is None or self._async_slots[0] is not loop:  # a semaphore binds to one loop
-            self._async_slots = (loop, asyncio.Semaphore(len(self.actors) * self.config.max_inflight_per_actor))
-        async with self._async_slots[1]:
+        with self._lock:
+            if self._async_slots is None or self._async_slots[0] is not loop:  # a semaphore binds to one loop
+                self._async_slots = (loop, asyncio.Semaphore(len(self.actors) * self.config.max_inflight_per_actor))
+            slots = self._async_slots[1]
+        async with slots:
             return await self._render_async(request)
 
     async def _render_async(self, request: RenderRequest) -> RenderResult:
-        actor_index = self._next % len(self.actors)
-        self._next += 1
-        ref = self.actors[actor_index].render.remote(request)
-        try:
-            return await asyncio.wait_for(ref, timeout=self._timeout_for(request) * 4)
-        except asyncio.TimeoutError:
-            return RenderResult.fail(RenderFailure.CRASHED, "render actor did not answer in time")
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError) as e:
-            self._replace_actor(actor_index)
-            return RenderResult.fail(RenderFailure.CRASHED, f"render actor died: {type(e).__name__}")
+        attempts = 0
+        while True:
+            with self._lock:
+                if not self.actors:
+                    raise RuntimeError("RenderPool is closed")
+                slot = self._next % len(self.actors)
+                self._next += 1
+                handle = self.actors[slot]
+            attempts += 1
+            ref = handle.render.remote(request)
+            try:
+                return await asyncio.wait_for(ref, timeout=self._deadline_s(request))
+            except asyncio.TimeoutError:
+                _quietly("cancelling a render call", ray.cancel, ref, force=False)
+                why = "render actor timed out"
+                await self._replace_actor_async(slot, handle, "hung (no answer before its deadline)")
+            except ACTOR_ERRORS as e:
+                why = f"render actor died ({type(e).__name__})"
+                await self._replace_actor_async(slot, handle, f"died ({type(e).__name__})")
+            except Exception as e:  # noqa: BLE001 - never lose a sample
+                return RenderResult.fail(RenderFailure.CRASHED, f"render call failed: {type(e).__name__}: {e}")
+            final = self._resend_or_crash(attempts, why)
+            if final is not None:
+                return final
 
     def close(self) -> None:
-        for actor in self.actors:
-            try:
-                ray.get(actor.close.remote(), timeout=30)
-            except Exception:  # noqa: BLE001
-                pass
-            ray.kill(actor)
-        self.actors = []
+        with self._lock:
+            actors, self.actors = self.actors, []
+        for actor in actors:
+            _quietly("closing a render actor", lambda a=actor: ray.get(a.close.remote(), timeout=30))
+            _quietly("killing a render actor", ray.kill, actor)
+
+
+def _quietly(what: str, fn, *args, **kwargs) -> None:
+    """Best-effort cleanup call (kill, cancel, close): the target may already be gone."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        log.debug("%s failed: %s: %s", what, type(e).__name__, e)
+
+
+@dataclass
+class _Call:
+    """One request in flight on one actor, as `map` tracks it."""
+
+    index: int  # position in the request list
+    slot: int  # index into RenderPool.actors
+    handle: Any  # the actor it was sent to (the slot may hold a replacement by the time it answers)
+    deadline: float  # time.monotonic() after which the actor counts as hung
