@@ -216,6 +216,10 @@ def run(cfg: Config) -> int:
                     metrics.update({f"reward_batch_revised/{k}": v for k, v in revised_stats.items()
                                     if isinstance(v, (int, float))})
                 metrics.update(_throughput(stream, time.perf_counter() - t0, wait_s, sync))
+                metrics.update({"infra/render_replacements": render_pool.replacements,  # run totals so far
+                                "infra/render_resent": render_pool.resent,
+                                "infra/reward_replacements": reward_pool.replacements,
+                                "infra/reward_retried_chunks": reward_pool.retried_chunks})
                 tracker.log_step(metrics, groups, step=step)  # + progress line, reward histograms, sample table
                 if t.save_every_steps and trainer.version % t.save_every_steps == 0:
                     save()

@@ -54,6 +54,10 @@ class Sample:
 
     # the first stage that could not do its job, and why ("render:timeout", "reward:invalid_judgement", ...)
     failure: Optional[str] = None
+    # An infrastructure failure (a render or reward actor died, the critic's engine or endpoint failed) that
+    # survived the retries: not the policy's doing, so the sample gets no reward (`reward` stays None) and
+    # is masked out of the update; counted by reason ("render_crashed", "reward_unavailable", "critic", ...).
+    excluded: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

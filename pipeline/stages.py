@@ -154,7 +154,11 @@ def policy_metrics(samples: list[Sample], ref_traces: list[dict | None]) -> dict
     eval/chart/no_reference_trace."""
     per_task: dict[str, dict[str, list[float]]] = {}
     chart_counts: Counter = Counter()
+    excluded = Counter()
     for s, ref_trace in zip(samples, ref_traces, strict=True):
+        if s.excluded:  # an infrastructure failure says nothing about the policy: counted, not averaged
+            excluded[s.excluded.split(":", 1)[0]] += 1
+            continue
         m = per_task.setdefault(s.task, {"reward": [], "render_ok": [], "ssim": [], "mse": [], "teds": []})
         m["reward"].append(float(s.reward))
         m["render_ok"].append(float(s.rendered_image is not None))
@@ -184,7 +188,11 @@ def policy_metrics(samples: list[Sample], ref_traces: list[dict | None]) -> dict
         for name, values in metrics.items():
             if values:
                 out[f"eval/{task}/{name}"] = float(np.mean(values))
-    out["eval/reward"] = float(np.mean([s.reward for s in samples])) if samples else 0.0
+    scored = [s.reward for s in samples if not s.excluded]
+    out["eval/reward"] = float(np.mean(scored)) if scored else 0.0
+    out["eval/excluded"] = sum(excluded.values())
+    for reason, count in excluded.items():
+        out[f"eval/excluded/{reason}"] = count
     for kind, count in Counter(s.render_error for s in samples if s.render_error).items():
         out[f"eval/render_failures/{kind}"] = count
     if any(s.task == "chart" for s in samples):

@@ -12,11 +12,17 @@ from pipeline.sample import Sample
 def sample_metrics(groups: list[list[Sample]], trainer_version: int) -> dict[str, float]:
     samples = [s for g in groups for s in g]
     metrics: dict[str, float] = {"samples": len(samples), "groups": len(groups)}
-    rewards = np.array([s.reward if s.reward is not None else np.nan for s in samples], dtype=float)
-    metrics["reward/mean"] = float(np.nanmean(rewards)) if len(samples) else 0.0
-    metrics["reward/std"] = float(np.nanstd(rewards)) if len(samples) else 0.0
-    metrics["reward/missing"] = int(np.isnan(rewards).sum())  # must stay 0: every sample is scored
-    metrics["scored"] = len(samples) - metrics["reward/missing"]  # a failure reward counts as scored...
+    # Infrastructure failures (Sample.excluded) are not scored: counted here, masked out of the update.
+    excluded = Counter(s.excluded.split(":", 1)[0] for s in samples if s.excluded)
+    metrics["excluded"] = sum(excluded.values())
+    for reason, count in excluded.items():
+        metrics[f"excluded/{reason}"] = count
+    kept = [s for s in samples if not s.excluded]
+    rewards = np.array([s.reward if s.reward is not None else np.nan for s in kept], dtype=float)
+    metrics["reward/mean"] = float(np.nanmean(rewards)) if len(kept) else 0.0
+    metrics["reward/std"] = float(np.nanstd(rewards)) if len(kept) else 0.0
+    metrics["reward/missing"] = int(np.isnan(rewards).sum())  # must stay 0: every sample is scored or excluded
+    metrics["scored"] = len(kept) - metrics["reward/missing"]  # a failure reward counts as scored...
     metrics["failed"] = sum(1 for s in samples if s.failure)  # ...and is also counted here, by reason below
     by_task: dict[str, list[float]] = defaultdict(list)
     components: dict[str, list[float]] = defaultdict(list)

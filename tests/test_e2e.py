@@ -204,6 +204,30 @@ def test_revision_episodes_train_the_revised_turns_and_eval_reports_each_round(t
     assert {"eval/revision/round0/reward", "eval/revision/round1/reward"} <= set(evals[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_reward_engine_errors_exclude_samples_from_the_update_instead_of_scoring_them(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "faults"
+    run_dir.parent.mkdir(parents=True)
+    prompts, n, steps = 2, 4, 2
+    # A stand-in critic whose engine fails on ~half the pairs, on every attempt.
+    proc = _run(run_dir, caches, f"run.total_steps={steps}", f"data.prompts_per_step={prompts}",
+                f"rollout.sampling.n={n}", "reward.backend=fingerprint", "reward.fingerprint.engine_error_rate=0.5",
+                "trainer.micro_batch_size_per_device=4")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = _step_records(run_dir)
+    assert [r["step"] for r in records] == list(range(steps))
+    excluded = 0
+    for r in records:
+        # every sample accounted for: scored (a failure reward counts) or excluded, never both, never lost
+        assert r["samples/scored"] + r["samples/excluded"] == prompts * n and r["samples/reward/missing"] == 0
+        assert r["reward_batch/excluded"] == r["samples/excluded"] == r.get("samples/excluded/critic", 0)
+        assert r["samples/judgement/invalid"] == 0  # an engine error is not an invalid answer
+        assert r["train/version"] == r["step"] + 1
+        excluded += r["samples/excluded"]
+    assert excluded > 0, "no injected engine error reached the samples"
+
+
 def _start(run_dir: Path, caches: list[str], *overrides: str) -> tuple[subprocess.Popen, Path]:
     log_path = run_dir.parent / f"{run_dir.name}.log"
     log_file = log_path.open("w")

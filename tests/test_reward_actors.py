@@ -166,7 +166,7 @@ def test_a_dead_replica_is_replaced_and_its_requests_retried_elsewhere(ray_local
         pool.shutdown()
 
 
-def test_health_check_replaces_a_dead_replica_and_no_replica_left_is_an_explicit_failure(ray_local, models_cfg):
+def test_health_check_replaces_a_dead_replica_and_no_replica_left_excludes_the_samples(ray_local, models_cfg):
     cfg = _fingerprint_cfg(actors={"replicas": 1, "max_replacements": 1})
     pool = RewardPool(cfg, models_cfg, start_timeout_s=120)
     try:
@@ -177,10 +177,11 @@ def test_health_check_replaces_a_dead_replica_and_no_replica_left_is_an_explicit
         ray.kill(pool.replicas[1], no_restart=True)  # the replacement budget is now spent
         samples = random_samples(6, seed=13)
         stats = pool.score(samples, timeout_s=60)
-        assert stats["failed"] == 6 and pool.replicas == {}
+        # an infrastructure failure: excluded from the update and counted, never scored as the policy's
+        assert stats["excluded"] == 6 and stats["failed"] == 0 and pool.replicas == {}
         for s in samples:
-            assert s.reward == 0.0 and s.failure.startswith("reward:unavailable:")
-            assert s.reward_breakdown["failure/unavailable"] == 1.0
+            assert s.reward is None and s.failure is None and s.excluded.startswith("reward_unavailable:")
+            assert s.reward_breakdown == {"excluded": 1.0}
     finally:
         pool.shutdown()
 
@@ -201,7 +202,7 @@ def test_tiny_hf_reward_model_on_2_replicas(ray_local, models_cfg):
         pool.shutdown()
 
 
-def test_requests_to_a_hung_replica_time_out_into_explicit_failures(ray_local, models_cfg):
+def test_requests_to_a_hung_replica_time_out_into_explicit_exclusions(ray_local, models_cfg):
     cfg = _fingerprint_cfg(fingerprint={"delay_ms_per_call": 4000},
                            actors={"replicas": 1, "request_timeout_s": 0.5, "max_request_attempts": 2,
                                    "health_timeout_s": 5})
@@ -211,9 +212,9 @@ def test_requests_to_a_hung_replica_time_out_into_explicit_failures(ray_local, m
         t0 = time.monotonic()
         stats = pool.score(samples, timeout_s=30)
         assert time.monotonic() - t0 < 10
-        assert stats["failed"] == 2 and pool.retried_chunks == 2  # one chunk per sample, each retried once
+        assert stats["excluded"] == 2 and pool.retried_chunks == 2  # one chunk per sample, each retried once
         for s in samples:
-            assert s.failure == "reward:unavailable:timeout (after 2 attempts)" and s.reward == 0.0
+            assert s.excluded == "reward_unavailable:timeout (after 2 attempts)" and s.reward is None
         assert pool.replacements == 0  # slow, not dead: it still answers health checks
     finally:
         pool.shutdown()

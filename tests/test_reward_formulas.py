@@ -281,3 +281,31 @@ def test_embedding_reward_with_a_tiny_random_encoder(tmp_path):
     c = _sample("svg", 0)
     rewards, _ = _run(broken, [c], [None])
     assert rewards == [0.0] and c.failure.startswith("reward:embedding:error:FileNotFoundError")
+
+
+def test_engine_errors_exclude_the_sample_instead_of_scoring_it():
+    """An answer the critic never produced (engine error) is an infrastructure failure: excluded, no reward,
+    no part in the batch maximum; an invalid answer it did produce still costs S = invalid_severity."""
+    cfg = RewardConfig.model_validate({"max_attempts": 1})
+    good = json.dumps({"errors": [{"category": "data", "severity": 3, "location": "bar 1", "description": "short"}],
+                       "counts": {"structure": 0, "data": 1, "text": 0, "style": 0}})
+    clean = json.dumps({"errors": [], "counts": {c: 0 for c in CATEGORIES["chart"]}})
+    engine_error = RawAnswer(error="backend:RuntimeError: CUDA out of memory")
+    backend = ScriptedBackend(cfg, [good, engine_error, clean, "not json"])
+    samples = [_sample("chart", i) for i in range(4)]
+    stats = RewardScorer(cfg, backend=backend).score(samples)
+    assert samples[1].excluded.startswith("critic:backend:RuntimeError") and samples[1].reward is None
+    assert samples[1].failure is None and samples[1].reward_breakdown == {"excluded": 1.0}
+    assert stats["excluded"] == 1 and stats["exclusions"] == {"critic": 1} and stats["invalid_judgements"] == 1
+    # paper form over the scored samples only: S = 3, 0, 25 (invalid answer) → max S 25
+    assert [samples[i].reward for i in (0, 2, 3)] == pytest.approx([1.0 + 1 - 3 / 25, 2.0, 1.0])
+
+
+def test_a_crashed_renderer_is_excluded_but_the_policys_render_errors_are_scored():
+    cfg = RewardConfig()
+    crashed = _sample("svg", 0, rendered_image=None, render_error="crashed")
+    syntax = _sample("svg", 1, rendered_image=None, render_error="syntax_error")
+    rewards, stats = _run(cfg, [crashed, syntax], [None, None])
+    assert crashed.excluded == "render_crashed" and rewards[0] is None
+    assert syntax.excluded is None and rewards[1] == 0.0 and syntax.failure == "reward:render_failure:syntax_error"
+    assert stats["excluded"] == 1 and stats["failed"] == 1

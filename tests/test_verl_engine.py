@@ -544,3 +544,26 @@ def test_cpu_platform_never_shadows_an_accelerator():
     finally:
         PlatformRegistry._platforms.pop("fake-accelerator-for-test", None)
     assert PlatformCPU().ray_resource_options(2) == {"num_cpus": 2}
+
+
+def test_excluded_samples_are_masked_and_take_no_part_in_their_groups_advantages(rollouts, tiny_model_dir):
+    """Infrastructure failures (Sample.excluded) stay in the batch's shape but carry no loss; a group they
+    leave with a single answer is masked whole (GRPO would use that answer's raw reward as its advantage)."""
+    from transformers import AutoConfig
+
+    from pipeline.models import load_processor
+    from pipeline.training.batch import build_grpo_batch
+
+    import dataclasses
+
+    processor, hf_config = load_processor(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
+    g0a, g0b, g1a, g1b = rollouts
+    reference = build_grpo_batch([g0a, g0b], processor, hf_config)
+    outlier = dataclasses.replace(g0a, reward=7.0, trainable=False)  # would shift group 0's mean and std
+    batch = build_grpo_batch([g0a, g0b, outlier, g1a, dataclasses.replace(g1b, trainable=False)],
+                             processor, hf_config)
+    mask, adv = batch.batch["response_mask"], batch.batch["advantages"]
+    torch.testing.assert_close(adv[:2, : reference.batch["advantages"].shape[1]], reference.batch["advantages"])
+    assert mask[2].sum() == 0 and adv[2].abs().sum() == 0
+    assert mask[3:].sum() == 0 and adv[3:].abs().sum() == 0  # group 1 kept one trainable answer: masked whole
+    assert mask[0].sum() == len(g0a.response_ids)

@@ -104,6 +104,9 @@ class FingerprintBackendConfig(Strict):
 
     delay_ms_per_call: float = Field(0.0, ge=0)
     delay_ms_per_pair: float = Field(0.0, ge=0)
+    # Fault injection: this fraction of pairs (chosen by their fingerprint, so on every attempt) gets no
+    # answer, as if the engine had failed on them — an infrastructure failure, excluded from the update.
+    engine_error_rate: float = Field(0.0, ge=0, le=1)
 
 
 class BatchingConfig(Strict):

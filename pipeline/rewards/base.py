@@ -19,6 +19,13 @@ from pipeline.critic.judgement import Judgement
 from pipeline.sample import TASK_KINDS, Sample
 
 
+# An Unavailable reason with this prefix is an infrastructure failure (a crashed encoder, the critic's engine
+# or endpoint down), not something the policy did: the sample is excluded from the update, never scored.
+INFRASTRUCTURE = "infrastructure:"
+# Judgement reasons (pipeline/critic/backends/base.py) for answers the critic never produced.
+NO_ANSWER_REASONS = ("backend:", "transport:")
+
+
 @dataclass(frozen=True)
 class Unavailable:
     reason: str
@@ -48,7 +55,7 @@ class Term(ABC):
             try:
                 out.append(self.measure(s, j))
             except Exception as e:  # a term's bug or odd input costs that sample's term, never the batch
-                out.append(Unavailable(f"error:{type(e).__name__}: {e}"[:200]))
+                out.append(Unavailable(f"{INFRASTRUCTURE}term_error:{type(e).__name__}: {e}"[:200]))
         return out
 
     def values(self, task: str, measures: list[dict[str, float]]) -> list[float]:

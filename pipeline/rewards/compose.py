@@ -8,6 +8,12 @@ cannot score one sample (no ground truth for TEDS, invalid judgement with `inval
 encoder error) gives its failure value for that term, and the sample records `reward:<term>:<reason>`.
 Every sample gets `reward`, `reward_breakdown` (each term's unweighted value and statistics, and `total`)
 and `discrepancies` (the critic's error list); nothing is dropped.
+
+Infrastructure failures are kept apart (`infrastructure_failure`): a renderer that crashed (RenderFailure.CRASHED:
+the zygote or browser died, the render actor died and its retries ran out), a reward request the pool gave up
+on, a term's own error, a judgement the critic never produced. Such a sample gets `excluded` set and no reward
+(None): it is masked out of the update and counted, never scored as the policy's failure — and it takes no
+part in batch normalisation.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pipeline.render.image import is_blank
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, to_array
 from pipeline.critic.judgement import Judgement
-from pipeline.rewards.base import Term, Unavailable
+from pipeline.rewards.base import INFRASTRUCTURE, Term, Unavailable
 from pipeline.rewards.baselines import (
     CodeEditDistanceReward,
     EmbeddingReward,
@@ -68,6 +74,21 @@ def precheck(sample: Sample, blank_tolerance: int = 2) -> str | None:
     return None
 
 
+def infrastructure_failure(partial: Partial) -> str | None:
+    """Why a sample is an infrastructure failure ("render_crashed:…", "reward_unavailable:…", "critic:…",
+    "term_error:…"), or None when whatever happened to it is the policy's doing."""
+    if partial.failure is not None:
+        if partial.failure.startswith("unavailable:"):  # the reward pool gave up on the request
+            return f"reward_{partial.failure}"
+        if partial.failure == "render_failure:crashed":
+            return "render_crashed"
+        return None
+    for reason in partial.unavailable.values():
+        if reason.startswith(INFRASTRUCTURE):
+            return reason.removeprefix(INFRASTRUCTURE)
+    return None
+
+
 class RewardFunction:
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg
@@ -107,12 +128,18 @@ class RewardFunction:
                 if not term.applies(task):
                     continue
                 rows = [s for s in samples if s.task == task and by_uid[s.uid].failure is None
-                        and term.name in by_uid[s.uid].measures]
+                        and term.name in by_uid[s.uid].measures and infrastructure_failure(by_uid[s.uid]) is None]
                 for s, v in zip(rows, term.values(task, [by_uid[s.uid].measures[term.name] for s in rows])):
                     values[(s.uid, term.name)] = float(v)
         failures: Counter = Counter()
+        excluded: Counter = Counter()
         for s in samples:
             p = by_uid[s.uid]
+            infra = infrastructure_failure(p)
+            if infra is not None:  # not the policy's doing: no reward, masked out of the update
+                s.excluded, s.reward, s.reward_breakdown, s.discrepancies = infra, None, {"excluded": 1.0}, []
+                excluded[infra.split(":", 1)[0]] += 1
+                continue
             if p.failure is None:  # `invalid_judgement: fail` fails the whole sample, like a failure rule
                 p.failure = next((r for r in p.unavailable.values() if r.startswith("invalid_judgement")), None)
             breakdown: dict[str, float] = {}
@@ -145,14 +172,17 @@ class RewardFunction:
             if p.judgement is not None:
                 s.extra["judgement"] = {k: p.judgement[k] for k in ("valid", "reason", "attempts", "counts",
                                                                     "counts_consistent", "latency_s")}
-        rewards = np.array([s.reward for s in samples], dtype=float)
+        scored = [s for s in samples if s.excluded is None]
+        rewards = np.array([s.reward for s in scored], dtype=float)
         # A judgement is counted once per sample even when two terms read it.
-        invalid_samples = sum(1 for s in samples if by_uid[s.uid].judgement is not None
+        invalid_samples = sum(1 for s in scored if by_uid[s.uid].judgement is not None
                               and not by_uid[s.uid].judgement["valid"])
         return {
             "samples": len(samples),
-            "failed": sum(1 for s in samples if by_uid[s.uid].failure is not None),
+            "failed": sum(1 for s in scored if by_uid[s.uid].failure is not None),
             "failures": dict(failures),
+            "excluded": sum(excluded.values()),
+            "exclusions": dict(excluded),
             "judged": sum(1 for s in samples if by_uid[s.uid].judgement is not None),
             "invalid_judgements": invalid_samples,
             "reward_mean": float(rewards.mean()) if len(rewards) else float("nan"),

@@ -8,13 +8,15 @@ Here each form is the judgement part only; r_render is the separate `render_succ
 reward is `visual_erm_paper` + `render_success` (the default), the official one `visual_erm_official` +
 `render_success` restricted to chart/svg. Failure rules (no code, render failure, blank image) give 0 — the
 official tables −4 — before any judgement. A judgement still invalid after the configured attempts counts as
-S = invalid_severity (official: 25), or fails the sample (`invalid_judgement: fail`).
+S = invalid_severity (official: 25), or fails the sample (`invalid_judgement: fail`) — for answers the critic
+actually produced: a judgement that failed for want of an answer (engine error, endpoint down) is an
+infrastructure failure, and the sample is excluded from the update instead of scored.
 """
 
 from __future__ import annotations
 
 from pipeline.critic.judgement import Judgement
-from pipeline.rewards.base import Term, Unavailable
+from pipeline.rewards.base import INFRASTRUCTURE, NO_ANSWER_REASONS, Term, Unavailable
 from pipeline.sample import Sample
 
 
@@ -31,6 +33,8 @@ class _VisualERM(Term):
         if judgement.valid:
             return {"severity": float(judgement.severity), "errors": float(len(judgement.errors)),
                     "invalid_judgement": 0.0, "attempts": float(judgement.attempts)}
+        if (judgement.reason or "").startswith(NO_ANSWER_REASONS):
+            return Unavailable(f"{INFRASTRUCTURE}critic:{judgement.reason}")
         f = self.cfg.formula
         if f.invalid_judgement == "fail":
             return Unavailable(f"invalid_judgement:{judgement.reason}")

@@ -11,6 +11,9 @@ The batch is verl's `DataProto` in the layout verl's own PPO trainer hands to it
   position_ids   (B, 4, P+R) row 0: text positions 0..n-1; rows 1-3: Qwen3-VL M-RoPE (temporal, height, width)
   old_log_probs  (B, R)     log-probs of the responses under the policy that sampled them
   advantages     (B, R)     GRPO advantages from verl's registered "grpo" estimator
+                            (a masked sample — an infrastructure failure, `Sample.excluded` — has response_mask 0
+                            and takes no part in its group's statistics; a group left with fewer than two
+                            trainable answers is masked whole: GRPO has nothing to compare it with)
   ref_log_prob   (B, R)     (added later when the KL loss is on) log-probs under the reference policy
   non-tensor multi_modal_inputs: per sample {"pixel_values", "image_grid_thw"} — verl's engine concatenates them
   meta temperature: the sampling temperature
@@ -51,11 +54,14 @@ class GRPORollout:
     reward: float
     group_id: str  # GRPO group: all answers to one prompt share it
     prompt_ids: Sequence[int] | None = None  # what the rollout fed the model; checked when given
+    trainable: bool = True  # False: masked out of the loss (an infrastructure failure, never scored)
 
     @classmethod
     def from_sample(cls, sample: Any) -> GRPORollout:
         """From a scored `pipeline.sample.Sample`."""
-        if sample.reward is None or sample.response_ids is None or sample.response_logprobs is None:
+        excluded = getattr(sample, "excluded", None) is not None
+        if (sample.reward is None and not excluded) or sample.response_ids is None \
+                or sample.response_logprobs is None:
             raise ValueError(
                 f"sample {sample.uid} is not ready for training (needs response ids, logprobs, reward)"
             )
@@ -64,9 +70,10 @@ class GRPORollout:
             images=sample.prompt_images,
             response_ids=sample.response_ids,
             rollout_log_probs=sample.response_logprobs,
-            reward=float(sample.reward),
+            reward=0.0 if excluded else float(sample.reward),
             group_id=sample.prompt_id,
             prompt_ids=sample.prompt_ids,
+            trainable=not excluded,
         )
 
 
@@ -220,11 +227,16 @@ def build_grpo_batch(
         [float(r.reward) for r in rollouts]
     )
     group_index = np.array([r.group_id for r in rollouts], dtype=object)
+    trainable = trainable_rows(rollouts)
+    # Masked rows get a group of their own, so they take no part in their group's mean and std.
+    estimator_index = np.array(
+        [g if keep else f"masked/{b}" for b, (g, keep) in enumerate(zip(group_index, trainable))], dtype=object)
+    response_mask[~torch.as_tensor(trainable)] = 0
     grpo = core_algos.get_adv_estimator_fn(core_algos.AdvantageEstimator.GRPO)
     advantages, _returns = grpo(
         token_level_rewards=token_level_rewards,
         response_mask=response_mask,
-        index=group_index,
+        index=estimator_index,
         norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
     )
 
@@ -246,6 +258,18 @@ def build_grpo_batch(
         },
         meta_info={"temperature": float(temperature)},
     )
+
+
+def trainable_rows(rollouts: Sequence[GRPORollout]) -> np.ndarray:
+    """Which rollouts take part in the loss: the trainable ones, unless masking left their group with a single
+    answer (GRPO would then use its raw reward as the advantage: nothing to compare it with)."""
+    size: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    for r in rollouts:
+        size[r.group_id] = size.get(r.group_id, 0) + 1
+        kept[r.group_id] = kept.get(r.group_id, 0) + int(r.trainable)
+    return np.array([r.trainable and (kept[r.group_id] == size[r.group_id] or kept[r.group_id] >= 2)
+                     for r in rollouts], dtype=bool)
 
 
 # Keys the engine's loss needs; the rest of the DataProto stays with the caller.

@@ -26,7 +26,8 @@ def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None,
     if cfg.backend == "fingerprint":
         from pipeline.critic.backends.fingerprint import FingerprintBackend
 
-        return FingerprintBackend(cfg, cfg.fingerprint.delay_ms_per_call / 1000, cfg.fingerprint.delay_ms_per_pair / 1000)
+        return FingerprintBackend(cfg, cfg.fingerprint.delay_ms_per_call / 1000, cfg.fingerprint.delay_ms_per_pair / 1000,
+                                  engine_error_rate=cfg.fingerprint.engine_error_rate)
     raise ValueError(f"unknown reward backend {cfg.backend!r}")
 
 

@@ -49,10 +49,12 @@ def expected_answer(task: str, reference, rendered, max_side: int) -> dict:
 class FingerprintBackend(RewardBackend):
     name = "fingerprint"
 
-    def __init__(self, cfg: RewardConfig, delay_s_per_call: float = 0.0, delay_s_per_pair: float = 0.0):
+    def __init__(self, cfg: RewardConfig, delay_s_per_call: float = 0.0, delay_s_per_pair: float = 0.0,
+                 engine_error_rate: float = 0.0):
         super().__init__(cfg)
         self.delay_s_per_call = delay_s_per_call
         self.delay_s_per_pair = delay_s_per_pair
+        self.engine_error_rate = engine_error_rate
         self.calls = 0
         self.batch_sizes: list[int] = []
 
@@ -61,4 +63,8 @@ class FingerprintBackend(RewardBackend):
         self.batch_sizes.append(len(pairs))
         if self.delay_s_per_call or self.delay_s_per_pair:
             time.sleep(self.delay_s_per_call + self.delay_s_per_pair * len(pairs))
-        return [RawAnswer(answer_for(task, ref, pred), "stop") for ref, pred in pairs]
+        return [RawAnswer(error="backend:RuntimeError: injected engine error") if self._engine_fails(ref, pred)
+                else RawAnswer(answer_for(task, ref, pred), "stop") for ref, pred in pairs]
+
+    def _engine_fails(self, reference: Image.Image, rendered: Image.Image) -> bool:
+        return int(fingerprint(reference, rendered)[8:12], 16) / 0x10000 < self.engine_error_rate
