@@ -56,10 +56,11 @@ def normalize_table_html(table_html: str) -> Optional[str]:
     return f"<html><body>{body}</body></html>"
 
 
-def teds(predicted_html: Optional[str], reference_html: Optional[str], structure_only: bool = False) -> float:
-    """TEDS (or TEDS-S with structure_only) of two tables; 0.0 when either side has no table."""
-    pred = normalize_table_html(predicted_html or "")
-    ref = normalize_table_html(reference_html or "")
+def teds(predicted: Optional[str], reference: Optional[str], structure_only: bool = False) -> float:
+    """TEDS (or TEDS-S with structure_only) of two tables, each HTML or a Markdown pipe table; 0.0 when either
+    side has no table."""
+    pred = normalize_table_html(table_to_html(predicted or ""))
+    ref = normalize_table_html(table_to_html(reference or ""))
     if pred is None or ref is None:
         return 0.0
     return float(LibraryTEDS(structure_only=structure_only)(pred, ref))
