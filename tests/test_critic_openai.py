@@ -201,7 +201,7 @@ def test_garbage_answers_are_asked_again(servers):
     assert backend.stats.invalid_answers == 2 and backend.stats.invalid_judgements == 0
 
 
-def test_every_endpoint_down_is_an_explicit_counted_failure():
+def test_every_endpoint_down_is_an_explicit_counted_exclusion():
     cfg = _cfg([{"base_url": _closed_port_url()}, {"base_url": _closed_port_url()}], max_retries=2)
     scorer = RewardScorer(cfg)
     samples = random_samples(4, seed=4)
@@ -211,10 +211,11 @@ def test_every_endpoint_down_is_an_explicit_counted_failure():
     finally:
         scorer.close()
     assert time.monotonic() - t0 < 20
-    assert stats["invalid_judgements"] == 4
+    # the critic never answered: an infrastructure failure, excluded from the update, not an invalid answer
+    assert stats["excluded"] == 4 and stats["invalid_judgements"] == 0
     for s in samples:
         j = s.extra["judgement"]
         assert not j["valid"] and j["reason"].startswith("transport:ConnectError") and j["attempts"] == 1
         assert "after 3 tries" in j["reason"]
-        assert s.reward is not None and s.reward_breakdown["visual_erm_paper/invalid_judgement"] == 1.0
+        assert s.reward is None and s.excluded.startswith("critic:transport:ConnectError")
     assert scorer.backend.stats.reasons == {"transport": 4}

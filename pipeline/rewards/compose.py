@@ -136,6 +136,9 @@ class RewardFunction:
         for s in samples:
             p = by_uid[s.uid]
             infra = infrastructure_failure(p)
+            if p.judgement is not None:
+                s.extra["judgement"] = {k: p.judgement[k] for k in ("valid", "reason", "attempts", "counts",
+                                                                    "counts_consistent", "latency_s")}
             if infra is not None:  # not the policy's doing: no reward, masked out of the update
                 s.excluded, s.reward, s.reward_breakdown, s.discrepancies = infra, None, {"excluded": 1.0}, []
                 excluded[infra.split(":", 1)[0]] += 1
@@ -169,9 +172,6 @@ class RewardFunction:
             s.reward = total
             s.reward_breakdown = breakdown
             s.discrepancies = list(p.judgement["errors"]) if p.judgement and p.judgement.get("valid") else []
-            if p.judgement is not None:
-                s.extra["judgement"] = {k: p.judgement[k] for k in ("valid", "reason", "attempts", "counts",
-                                                                    "counts_consistent", "latency_s")}
         scored = [s for s in samples if s.excluded is None]
         rewards = np.array([s.reward for s in scored], dtype=float)
         # A judgement is counted once per sample even when two terms read it.
