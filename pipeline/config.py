@@ -39,6 +39,7 @@ class RunConfig(Strict):
     # Held-out evaluation also revises each answer with the critic's feedback this many rounds
     # (pipeline/revision.py; metrics per round under eval/revision/round<k>/...). 0 = first answers only.
     eval_revision_rounds: int = Field(0, ge=0)
+    eval_at_start: bool = False  # also evaluate before the first update (the baseline a run moves from)
 
 
 class DatasetConfig(Strict):

@@ -157,8 +157,9 @@ def run(cfg: Config) -> int:
 
         def evaluate(step: int) -> None:  # the held-out split, revised run.eval_revision_rounds times
             prompts = PromptLoader(eval_prompts, len(eval_prompts), seed=cfg.run.seed).next_batch()
-            tracker.log(evaluate_policy(prompts, greedy, render_pool, reward_pool, cfg.run.eval_revision_rounds,
-                                        cfg.revision), step=step)
+            metrics = evaluate_policy(prompts, greedy, render_pool, reward_pool, cfg.run.eval_revision_rounds,
+                                      cfg.revision)
+            tracker.log({**metrics, "eval/updates": trainer.version}, step=step)
 
         revisers = itertools.cycle(rollout_workers)
 
@@ -167,6 +168,9 @@ def run(cfg: Config) -> int:
                 return ray.get(next(revisers).generate.remote(prompts, 1), timeout=cfg.rollout.timeout_s)
             return revision_stage(batch, sample_one, render_pool, reward_pool, cfg.rollout.revision_rounds,
                                   cfg.revision.max_listed)
+
+        if cfg.run.eval_at_start and eval_prompts and start_step == 0:  # the baseline, before any update
+            evaluate(0)
 
         # 6. The stream: rollout → render → reward run in threads, at most max_staleness versions ahead.
         s = cfg.stream

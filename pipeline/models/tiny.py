@@ -101,3 +101,33 @@ def build_tiny_qwen3_vl(cfg: TinyModelConfig, out_dir: Path, corpus: Callable[[]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+
+
+def build_tiny_encoder(cache_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny random DINOv2 vision encoder (the `embedding` reward's model, `reward.embedding.path`), built once
+    in `cache_dir`. Random weights: a stand-in that exercises the embedding-similarity path offline; a real
+    run points `reward.embedding.path` at a local DINOv2 checkpoint."""
+    import os
+    import shutil
+    import tempfile
+
+    from transformers import Dinov2Config, Dinov2Model
+
+    cache_dir = Path(os.path.expanduser(str(cache_dir)))
+    target = cache_dir / f"tiny-dinov2-s{seed}"
+    if (target / "config.json").is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
+    try:
+        torch.manual_seed(seed)
+        Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 image_size=112, patch_size=14)).save_pretrained(scratch)
+        try:
+            os.rename(scratch, target)
+        except OSError:  # built concurrently by another process: its copy is identical
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
