@@ -244,7 +244,9 @@ def test_vllm_bookkeeping_gives_the_same_samples_as_hf(models_cfg):
     for request, prompt in zip(llm.requests, prompts):
         assert request["prompt"] == hf.processor.apply_chat_template(prompt.messages, add_generation_prompt=True,
                                                                      tokenize=False)
-        np.testing.assert_array_equal(np.asarray(request["multi_modal_data"]["image"]), prompt.reference_image)
+        images = request["multi_modal_data"]["image"]  # one per image part: here only the reference
+        assert len(images) == 1
+        np.testing.assert_array_equal(np.asarray(images[0]), prompt.reference_image)
     params = llm.params
     assert params["n"] == 2 and params["temperature"] == 0.8 and params["max_tokens"] == 12
     assert params["logprobs"] == 0 and params["top_k"] == -1 and params["stop_token_ids"] == hf.stop_ids
