@@ -10,10 +10,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from pipeline.cache import build_once
 from pipeline.config import DatasetConfig
 from pipeline.dataloader import Prompt, load_prompts
 
@@ -46,24 +45,14 @@ def synthetic_dataset(cfg: DatasetConfig) -> Path:
         "v": SYNTH_VERSION, "tasks": cfg.tasks, "train": cfg.synth_train_per_task,
         "eval": cfg.synth_eval_per_task, "synth": cfg.synth.model_dump(mode="json"),
     }, sort_keys=True).encode()).hexdigest()[:16]
-    cache = Path(os.path.expanduser(cfg.cache_dir))
-    target = cache / f"synth-{key}"
-    if (target / "train").is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
-    try:
+
+    def build(scratch: Path) -> None:
         # The split names the generators' random stream: the held-out split never repeats a training item.
         for split, n in (("train", cfg.synth_train_per_task), ("eval", cfg.synth_eval_per_task)):
             for task in cfg.tasks:
                 if n:
                     summary = synthesize(task, n, scratch / split / task, config=cfg.synth, split=split)
                     log.info("synthetic %s/%s: %d of %d rendered", split, task, summary.rendered, n)
-        try:
-            os.rename(scratch, target)
-        except OSError:  # another run built it first
-            if not (target / "train").is_dir():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+
+    return build_once(Path(os.path.expanduser(cfg.cache_dir)) / f"synth-{key}", build,
+                      lambda path: (path / "train").is_dir())

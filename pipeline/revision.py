@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal
 
 from pipeline.sample import PROMPT_EXTRA_KEYS, Sample
 from pipeline.tasks import get_task
@@ -41,7 +42,7 @@ class Feedback:
     detail: str = ""
 
 
-def _verdict(sample: Sample) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+def _verdict(sample: Sample) -> tuple[str | None, dict[str, Any] | None]:
     """(failure rule that fired, judgement dict with `valid` and `errors`), from a finalised sample or from the
     per-sample phase's Partial still waiting in `extra["reward_partial"]`."""
     partial = sample.extra.get("reward_partial")
@@ -128,9 +129,9 @@ class Revision:
     """One item's attempts, [first answer, revision 1, ...], and why its revising stopped."""
 
     attempts: list[Sample]
-    stopped: Optional[str] = None  # "clean" (the critic listed nothing) or "rounds" (all rounds were used)
+    stopped: str | None = None  # "clean" (the critic listed nothing) or "rounds" (all rounds were used)
 
-    def kept(self, keep: Keep, rounds: Optional[int] = None) -> Sample:
+    def kept(self, keep: Keep, rounds: int | None = None) -> Sample:
         """The answer kept after `rounds` revision rounds (None: all that were made)."""
         pool = self.attempts if rounds is None else self.attempts[: rounds + 1]
         if keep == "last":
@@ -162,7 +163,7 @@ class RevisionRun:
     items: list[Revision]
     costs: list[RoundCost] = field(default_factory=list)  # one per round made, round 1 first
 
-    def kept(self, keep: Keep, rounds: Optional[int] = None) -> list[Sample]:
+    def kept(self, keep: Keep, rounds: int | None = None) -> list[Sample]:
         return [item.kept(keep, rounds) for item in self.items]
 
 
@@ -173,7 +174,7 @@ def generated_tokens(samples: list[Sample]) -> int:
 def revise(first: list[Sample], generate: Callable[[list[Sample]], list[Sample]],
            render: Callable[[list[Sample]], Any], judge: Callable[[list[Sample]], Any], rounds: int,
            stop_when_clean: bool = True, max_listed: int = 8,
-           on_round: Optional[Callable[[int, list[Sample]], None]] = None) -> RevisionRun:
+           on_round: Callable[[int, list[Sample]], None] | None = None) -> RevisionRun:
     """Revise each of `first` (answers already rendered and judged) for up to `rounds` rounds.
 
     generate(prompts) → one answer per prompt; render(samples) and judge(samples) fill the samples in place.

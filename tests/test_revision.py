@@ -53,7 +53,7 @@ class ScriptedRenderPool:
 class ScriptedRewardPool:
     """A critic that lists ERRORS[code]; `measure` gives the Partial the real reward actors would."""
 
-    class function:  # noqa: N801 - mirrors RewardScorer.function
+    class function:
         @staticmethod
         def finalize(samples, partials):
             for s, p in zip(samples, partials):

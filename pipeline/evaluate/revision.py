@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.config import Config
 
@@ -28,7 +28,7 @@ TABLE_METRICS = (("render_ok", "render"), ("reward", "reward"), ("ssim", "SSIM")
 PLOT_METRICS = (("reward", "critic reward"), ("render_ok", "render rate"), ("ssim", "SSIM"))
 
 
-def load_eval_prompts(cfg: Config, data: Optional[list[Path]]):
+def load_eval_prompts(cfg: Config, data: list[Path] | None):
     """The prompts to revise on: the given parquet files/dirs, else the run config's held-out split."""
     from pipeline.dataloader import load_prompts
     from pipeline.datasets import prepare_datasets
@@ -41,7 +41,7 @@ def load_eval_prompts(cfg: Config, data: Optional[list[Path]]):
     return prepare_datasets(cfg.data)[1]
 
 
-def evaluate_revision(cfg: Config, rounds: int, data: Optional[list[Path]] = None, rollout=None, scorer=None,
+def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, rollout=None, scorer=None,
                       render_pool=None) -> dict[str, Any]:
     """{"rounds", "keep", "tasks": {task: {round: {metric: value}}}, "metrics": flat eval/... per task}.
 

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -52,7 +52,7 @@ def _default_arms() -> list[ArmConfig]:
 
 
 class AblationConfig(Strict):
-    preset: Optional[str] = None  # the run preset every arm starts from (default: configs/default.yaml)
+    preset: str | None = None  # the run preset every arm starts from (default: configs/default.yaml)
     overrides: list[str] = []  # shared by every arm: the budget (steps, prompts, n, tokens), data, eval cadence
     arms: list[ArmConfig] = Field(default_factory=_default_arms)
     seeds: list[int] = [0, 1, 2]
@@ -60,7 +60,7 @@ class AblationConfig(Strict):
     probes_per_task: int = Field(2, ge=0)  # held-out references the reward-hacking probes are built from
 
 
-def load_ablation_config(path: Optional[str | Path], overrides: list[str]) -> AblationConfig:
+def load_ablation_config(path: str | Path | None, overrides: list[str]) -> AblationConfig:
     from pipeline.config import load_model_config
 
     return load_model_config(AblationConfig, path, overrides)
@@ -127,7 +127,7 @@ def eval_curve(run_dir: str | Path) -> dict[int, dict[str, float]]:
     return out
 
 
-def task_metric(record: dict[str, float], task: str, metric: str) -> Optional[float]:
+def task_metric(record: dict[str, float], task: str, metric: str) -> float | None:
     value = record.get(f"eval/{task}/{metric}")
     return None if value is None else float(value)
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
 import transformers
 
+from pipeline.cache import build_once
 from pipeline.config import ModelConfig
 from pipeline.models.processor import Qwen3VLImageOnlyProcessor, load_processor
 
@@ -107,28 +106,20 @@ def resolve_model_path(model_cfg: ModelConfig, cache_dir: str | Path) -> Path:
     from pipeline.models.tiny import build_tiny_qwen3_vl
 
     cache_dir = Path(os.path.expanduser(str(cache_dir)))
-    target = cache_dir / f"tiny-qwen3-vl-{tiny_cache_key(model_cfg)}"
-    if (target / "config.json").is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Build in a scratch directory and rename into place: several actors may build the same model at once,
-    # and none of them may ever see a half-written directory.
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
-        critic = model_cfg.tiny.train.steps > 0
+    critic = model_cfg.tiny.train.steps > 0
+
+    def build(scratch: Path) -> None:
         build_tiny_qwen3_vl(model_cfg.tiny, scratch, corpus=critic_corpus if critic else tokenizer_corpus)
         if critic:  # data engine → DeepSpeed SFT, in place (pipeline/critic/tiny.py)
             from pipeline.critic.tiny import train_tiny_critic
 
             train_tiny_critic(model_cfg.tiny.train, scratch, cache_dir)
-        try:
-            os.rename(scratch, target)
-        except OSError:  # another process won the race; its copy is identical
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+
+    return build_once(cache_dir / f"tiny-qwen3-vl-{tiny_cache_key(model_cfg)}", build, has_model)
+
+
+def has_model(path: Path) -> bool:
+    return (path / "config.json").is_file()
 
 
 def load_model(path: str | Path, dtype: str = "float32") -> torch.nn.Module:

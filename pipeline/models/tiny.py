@@ -108,26 +108,15 @@ def build_tiny_encoder(cache_dir: str | Path, seed: int = 0) -> Path:
     in `cache_dir`. Random weights: a stand-in that exercises the embedding-similarity path offline; a real
     run points `reward.embedding.path` at a local DINOv2 checkpoint."""
     import os
-    import shutil
-    import tempfile
 
     from transformers import Dinov2Config, Dinov2Model
 
-    cache_dir = Path(os.path.expanduser(str(cache_dir)))
-    target = cache_dir / f"tiny-dinov2-s{seed}"
-    if (target / "config.json").is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
+    from pipeline.cache import build_once
+
+    def build(scratch: Path) -> None:
         torch.manual_seed(seed)
         Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                                  image_size=112, patch_size=14)).save_pretrained(scratch)
-        try:
-            os.rename(scratch, target)
-        except OSError:  # built concurrently by another process: its copy is identical
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+
+    return build_once(Path(os.path.expanduser(str(cache_dir))) / f"tiny-dinov2-s{seed}", build,
+                      lambda path: (path / "config.json").is_file())
