@@ -54,3 +54,28 @@ def run_caches(model_cache, policy_dir, data_cache) -> list[str]:
     start takes a minute or more, which must not count against a run's own timeout). The test that checks
     the from-nothing path (test_main's embedded default) uses fresh caches instead."""
     return [f"models.cache_dir={model_cache}", f"data.cache_dir={data_cache}", *RANDOM_CRITIC]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Release what in-process tests leave running while the interpreter is whole: the sandboxed renderers'
+    zygotes and Chromium driver thread (`pipeline.render.render`), and a Ray client a test did not shut down."""
+    if "pipeline.render" in sys.modules:
+        sys.modules["pipeline.render"].close_all()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Exit with pytest's own status once pytest is done. The interpreter's teardown of torch's, Ray's and
+    Chromium's native threads is not part of the test result and must not replace it: a full suite once
+    ended "578 passed" and then "Segmentation fault" (exit 139) in that teardown."""
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
