@@ -98,7 +98,7 @@ def test_a_raster_copy_fools_pixel_rewards():
 def test_fast_ablation_runs_the_real_driver_and_resumes(tmp_path, run_caches):
     config = tmp_path / "ablation.yaml"
     config.write_text(json.dumps({  # JSON is YAML
-        "overrides": [*run_caches, "run.total_steps=2", "run.eval_every_steps=1", "data.synth_eval_per_task=1",
+        "overrides": [*run_caches, "ray.address=local", "run.total_steps=2", "run.eval_every_steps=1", "data.synth_eval_per_task=1",
                       "data.prompts_per_step=2", "rollout.sampling.n=2", "trainer.micro_batch_size_per_device=4",
                       "logging.wandb.mode=disabled"],
         "arms": [{"name": "render", "overrides": ["reward.formula.terms=[{name: render_success}]"]},

@@ -27,6 +27,7 @@ def _run_main(args, tmp_path, timeout=420):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the from-nothing build (warm start, critic data + SFT) alone is ~9 min on 2 cores
 def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
     # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first.
     proc = _run_main(["run.total_steps=2", "run.name=smoke"], tmp_path, timeout=1200)
