@@ -102,8 +102,7 @@ def run(cfg: Config) -> int:
         # 3. Models: checkpoint paths checked, tiny models built (the tiny critic trained: minutes) here, once,
         #    before actors that must come up within a start timeout look for them.
         policy_path = resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
-        if cfg.reward.backend in ("hf", "vllm"):
-            prepare_models(cfg.models)
+        prepare_models(cfg.models, cfg.reward.backend)
 
         # 4. Actors: renderers, reward models, the trainer group, then rollout workers.
         start_timeout = cfg.ray.actor_start_timeout_s
@@ -155,7 +154,11 @@ def run(cfg: Config) -> int:
         def greedy(prompts):  # evaluation: one deterministic answer per held-out prompt
             return ray.get(rollout_workers[0].generate.remote(prompts, 1, True), timeout=cfg.rollout.timeout_s)
 
+        evaluated_version = None  # the policy version the held-out split was last evaluated at
+
         def evaluate(step: int) -> None:  # the held-out split, revised run.eval_revision_rounds times
+            nonlocal evaluated_version
+            evaluated_version = trainer.version
             prompts = PromptLoader(eval_prompts, len(eval_prompts), seed=cfg.run.seed).next_batch()
             metrics = evaluate_policy(prompts, greedy, render_pool, reward_pool, cfg.run.eval_revision_rounds,
                                       cfg.revision)
@@ -239,7 +242,7 @@ def run(cfg: Config) -> int:
         # (skipped when stopping on a signal: the user wants the run to end).
         if trainer.version != last_saved:
             save()
-        if eval_prompts and not stop.requested:
+        if eval_prompts and not stop.requested and evaluated_version != trainer.version:  # not twice
             evaluate(max(step - 1, 0))
         exit_code = stop.exit_code
     except ResourceError as e:

@@ -226,8 +226,9 @@ def test_training_stage_attaches_revisions_and_groups_them_per_prompt_and_round(
 def test_a_revision_turn_runs_on_the_tiny_policy_and_its_feedback_is_prompt_not_loss(models_cfg, policy_dir):
     """Two images (reference, rendering) and a multi-turn prompt: the HF rollout's log-probs match a
     teacher-forced pass over the same prompt, and in the trainer's batch the feedback is prompt (no loss)."""
-    import torch
     from transformers import AutoConfig
+
+    from tests.logprobs import teacher_forced_logprobs
 
     from pipeline.config import SamplingConfig
     from pipeline.rollout import HFRollout
@@ -245,18 +246,10 @@ def test_a_revision_turn_runs_on_the_tiny_policy_and_its_feedback_is_prompt_not_
 
     processor, model = rollout.processor, rollout.model
     a = answers[0]
-    text = processor.apply_chat_template(a.messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=a.prompt_images, return_tensors="pt", return_mm_token_type_ids=True)
-    assert inputs["input_ids"][0].tolist() == a.prompt_ids and inputs["image_grid_thw"].shape[0] == 2
-    response = torch.tensor([a.response_ids])
-    input_ids = torch.cat([inputs["input_ids"], response], dim=1)
-    mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=mm,
-                       pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).logits
-    prompt_len = inputs["input_ids"].shape[1]
-    expected = torch.log_softmax(logits[0, prompt_len - 1: -1].float(), -1).gather(-1, response[0, :, None])[:, 0]
-    np.testing.assert_allclose(a.response_logprobs, expected.numpy(), atol=2e-3)
+    prompt_ids, expected, grid = teacher_forced_logprobs(model, processor, a)
+    assert prompt_ids == a.prompt_ids and grid.shape[0] == 2
+    np.testing.assert_allclose(a.response_logprobs, expected, atol=2e-3)
+    prompt_len = len(prompt_ids)
 
     for i, s in enumerate(answers):
         s.reward = float(i)

@@ -20,6 +20,7 @@ from pipeline.rollout.base import (
 from pipeline.rollout.vllm import VLLMRollout, sampled_token_logprobs, vllm_import_error
 from pipeline.sample import Sample
 from pipeline.schema import ConfigError
+from tests.logprobs import teacher_forced_logprobs
 
 
 def _prompt(i):
@@ -52,22 +53,9 @@ def test_logprobs_match_teacher_forced_forward(models_cfg):
     temperature = 0.7
     rollout = HFRollout(models_cfg, SamplingConfig(n=2, max_new_tokens=16, temperature=temperature))
     sample = rollout.generate([_prompt(2)])[1]
-    processor, model = rollout.processor, rollout.model
-    text = processor.apply_chat_template(sample.messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=[sample.reference_image], return_tensors="pt",
-                       return_mm_token_type_ids=True)
-    assert inputs["input_ids"][0].tolist() == sample.prompt_ids
-    response = torch.tensor([sample.response_ids])
-    input_ids = torch.cat([inputs["input_ids"], response], dim=1)
-    # mm_token_type_ids must cover the generated tokens too (they are text: 0).
-    mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=mm,
-                       pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).logits
-    prompt_len = inputs["input_ids"].shape[1]
-    step_logits = logits[0, prompt_len - 1 : -1].float() / temperature
-    expected = torch.log_softmax(step_logits, -1).gather(-1, response[0].unsqueeze(-1)).squeeze(-1)
-    np.testing.assert_allclose(sample.response_logprobs, expected.numpy(), atol=2e-3)
+    prompt_ids, expected, _ = teacher_forced_logprobs(rollout.model, rollout.processor, sample, temperature)
+    assert prompt_ids == sample.prompt_ids
+    np.testing.assert_allclose(sample.response_logprobs, expected, atol=2e-3)
 
 
 def test_weight_sync_changes_outputs_and_version(models_cfg):

@@ -17,6 +17,7 @@ import torch
 from pipeline.config import SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout.vllm import vllm_import_error
 from pipeline.sample import Sample
+from tests.logprobs import teacher_forced_logprobs
 
 VLLM_ERROR = vllm_import_error()
 pytestmark = [
@@ -82,21 +83,10 @@ def test_logprobs_match_the_hf_forward(engine, hf_model):
     model, processor = hf_model
     temperature = 0.8
     sample = engine.generate([_prompt(2)], n=2)[1]
-    text = processor.apply_chat_template(sample.messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=[sample.reference_image], return_tensors="pt",
-                       return_mm_token_type_ids=True).to("cuda")
+    prompt_ids, expected, _ = teacher_forced_logprobs(model, processor, sample, temperature, device="cuda")
     # The engine expanded the image placeholder exactly as the HF processor (and so the trainer) does.
-    assert inputs["input_ids"][0].tolist() == sample.prompt_ids
-    response = torch.tensor([sample.response_ids], device="cuda")
-    input_ids = torch.cat([inputs["input_ids"], response], dim=1)
-    mm = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=mm,
-                       pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).logits
-    prompt_len = inputs["input_ids"].shape[1]
-    step_logits = logits[0, prompt_len - 1: -1].float() / temperature
-    expected = torch.log_softmax(step_logits, -1).gather(-1, response[0].unsqueeze(-1)).squeeze(-1)
-    np.testing.assert_allclose(sample.response_logprobs, expected.cpu().numpy(), atol=2e-2)
+    assert prompt_ids == sample.prompt_ids
+    np.testing.assert_allclose(sample.response_logprobs, expected, atol=2e-2)
 
 
 def test_weight_update_changes_outputs_and_version(engine, hf_model):

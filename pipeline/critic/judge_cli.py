@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> tuple[str | None, int]:
 
     from pipeline.critic.scorer import RewardScorer, prepare_models
 
-    scorer = RewardScorer(cfg, prepare_models(models) if cfg.backend in ("hf", "vllm") else models)
+    scorer = RewardScorer(cfg, prepare_models(models, cfg.backend))
     try:
         stats = scorer.score([sample])
     finally:

@@ -74,10 +74,16 @@ class RewardScorer:
             self._backend.close()
 
 
-def prepare_models(models: ModelsConfig) -> ModelsConfig:
-    """Make sure the reward model exists locally before replicas start (so N replicas do not race to build
-    a tiny model), and return the models config to hand them."""
-    from pipeline.models import resolve_model_path
+# Reward backends that load `models.reward` from a local directory (the others call an endpoint or need none).
+LOCAL_MODEL_BACKENDS = ("hf", "vllm")
 
-    resolve_model_path(models.reward, models.cache_dir)  # raises early on a bad checkpoint path
+
+def prepare_models(models: ModelsConfig, backend: str = "hf") -> ModelsConfig:
+    """Make sure the reward model exists locally before replicas start (so N replicas do not race to build
+    a tiny model, and none spends its start timeout on it), and return the models config to hand them.
+    Nothing to do for a backend that loads no local model."""
+    if backend in LOCAL_MODEL_BACKENDS:
+        from pipeline.models import resolve_model_path
+
+        resolve_model_path(models.reward, models.cache_dir)  # raises early on a bad checkpoint path
     return models

@@ -61,8 +61,7 @@ def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, 
     if scorer is None:
         from pipeline.critic.scorer import RewardScorer, prepare_models
 
-        scorer = RewardScorer(cfg.reward, prepare_models(cfg.models) if cfg.reward.backend in ("hf", "vllm")
-                              else cfg.models)
+        scorer = RewardScorer(cfg.reward, prepare_models(cfg.models, cfg.reward.backend))
     if rollout is None:
         from pipeline.rollout.base import make_rollout
 
