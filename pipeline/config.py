@@ -490,3 +490,10 @@ def _validate(data: dict, source: str, model: type[BaseModel] = None) -> Any:
 
 def config_to_dict(cfg: Config) -> dict:
     return cfg.model_dump(mode="json")
+
+
+def dump_resolved(cfg: Config, source: Optional[str] = None) -> str:
+    """The fully resolved config as YAML (`pipeline/main.py --print-config`): every key, defaults and derived
+    values included, in schema order; loading it back (`--config FILE`) gives the same config."""
+    header = f"# resolved from {source}\n" if source else "# resolved configuration\n"
+    return header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False, width=110)

@@ -373,7 +373,7 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
         losses: list[float] = []
         step_times: list[float] = []
         bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="critic SFT",
-                   unit="step", disable=rank != 0, mininterval=1.0)
+                   unit="step", disable=rank != 0)  # refresh: pipeline/console.py
         for step in bar:
             t0 = time.perf_counter()
             lr = engine.get_lr()[0]  # this step's (the schedule moves on at the step's end)
