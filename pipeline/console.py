@@ -69,6 +69,7 @@ KNOWN_LINES: tuple[tuple[str, str], ...] = (
 )
 _NOISE = re.compile("|".join(f"(?:{p})" for p, _ in KNOWN_LINES))
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAY_PREFIX = re.compile(r"\([^()]*pid=[^()]*\) ")  # how Ray prefixes a worker's forwarded lines
 
 
 def is_noise(line: str) -> bool:
@@ -92,55 +93,58 @@ def worker_env(interval_s: float = DEFAULT_INTERVAL_S, base: Optional[dict] = No
 
 
 class FilteredStream:
-    """A text stream that drops known noise lines and, when `lines` is set (no terminal), turns each `\\r`
-    redraw into a line of its own. Partial text is held until its line ends or the writer flushes (tqdm
-    flushes after every redraw, so a live bar stays live)."""
+    """A text stream that drops known noise lines and, when `lines` is set (no terminal), shows a `\r`
+    redraw as a line of its own. Partial text is held until its line ends or the writer flushes (tqdm
+    flushes after every redraw, so a live bar stays live). Redraws nobody flushed in between (a worker's
+    bar that Ray forwards as one line) were never meant to be seen: only their last state is kept."""
 
     def __init__(self, target: TextIO, lines: bool):
         self.target = target
         self.lines = lines
         self._pending = ""
-        self._ended_by_us = False  # we ended the last line at a flush: swallow the newline that follows
+        self._ended_by_us = False  # a flush ended the last line: swallow the newline that follows
         self._lock = threading.RLock()
 
     def write(self, text: str) -> int:
         with self._lock:
             self._pending += text
-            breaks = "\r\n" if self.lines else "\n"
-            while True:
-                i = min((j for j in (self._pending.find(c) for c in breaks) if j >= 0), default=-1)
-                if i < 0:
-                    break
-                line, sep, self._pending = self._pending[:i], self._pending[i], self._pending[i + 1:]
-                self._emit_line(line, sep)
+            while "\n" in self._pending:
+                line, self._pending = self._pending.split("\n", 1)
+                if line == "" and self._ended_by_us:  # tqdm's closing newline after its last redraw
+                    self._ended_by_us = False
+                    continue
+                self._emit(self._last_state(line) if self.lines else line)
         return len(text)
 
-    def _emit_line(self, line: str, sep: str) -> None:
-        if sep == "\r":  # no terminal: the redraw's previous state ends here (empty: the redraw's start)
-            if line.strip():
-                self._out(line.rstrip() + "\n")
-            return
-        if line == "" and self._ended_by_us:
-            self._ended_by_us = False
-            return
-        if not is_noise(line):
-            self._out(line + "\n")
+    @staticmethod
+    def _last_state(line: str) -> str:
+        """The last redraw of a `\r`-separated line, keeping a Ray "(Actor pid=N) " prefix of the first."""
+        if "\r" not in line:
+            return line
+        segments = [seg for seg in line.split("\r") if seg.strip()]
+        if not segments:
+            return ""
+        prefix = _RAY_PREFIX.match(_ANSI.sub("", line))
+        last = segments[-1].rstrip()
+        return f"{prefix.group(0)}{last}" if prefix and len(segments) > 1 else last
 
-    def _out(self, text: str) -> None:
-        self._ended_by_us = False
-        self.target.write(text)
+    def _emit(self, line: str) -> None:
+        if not is_noise(line):
+            self._ended_by_us = False
+            self.target.write(line + "\n")
 
     def flush(self) -> None:
         with self._lock:
             if self._pending:
-                if self.lines:  # a bar's current state becomes a line; tqdm's own closing "\n" is swallowed
-                    text, self._pending = self._pending, ""
-                    if text.strip() and not is_noise(text):
-                        self._out(text.rstrip() + "\n")
+                text, self._pending = self._pending, ""
+                if self.lines:  # a bar's current state becomes a line
+                    state = self._last_state(text)
+                    if state.strip():
+                        self._emit(state)
                         self._ended_by_us = True
                 else:  # a terminal: show the partial line now (a live bar), unfiltered
-                    self._out(self._pending)
-                    self._pending = ""
+                    self._ended_by_us = False
+                    self.target.write(text)
             self.target.flush()
 
     def __getattr__(self, name: str):  # isatty, fileno, encoding, buffer, ... of the wrapped stream

@@ -99,9 +99,14 @@ def test_filtered_stream_drops_forwarded_noise_and_keeps_the_rest():
     stream.flush()
     stream.write("\n")
     print("next line", file=stream)
+    # a worker's bar as Ray forwards it: every redraw in one line; its last state is what matters
+    print("\x1b[36m(RolloutWorker pid=7)\x1b[0m Loading weights:   0%|  | 0/64 [00:00<?]\r"
+          "Loading weights: 100%|##| 64/64 [00:00<00:00]", file=stream)
     assert out.getvalue().splitlines() == ["17:20:29 INFO pipeline: step 0 [1/4] | reward 1.500",
                                            "train:  50%|#####     | 1/2", "train: 100%|##########| 2/2",
-                                           "next line"]
+                                           "next line",
+                                           "(RolloutWorker pid=7) Loading weights: 100%|##| 64/64 "
+                                           "[00:00<00:00]"]
 
 
 def test_at_a_terminal_bars_stay_live():
