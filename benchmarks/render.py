@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/render.py [--rounds 7] [--repeat 2] [--fresh-every 1] [--no-pin] [--charts-only]
                                           [--no-fresh]
+    .venv/bin/python benchmarks/render.py --corpus DIR [--json OUT.json] [--limit N]   (real-world fidelity)
 
 chart modes (same snippets, same output size, same capture code, same RGBA → RGB fit, same blank check):
   sandboxed   ChartRenderer: zygote fork per snippet + full child sandbox, pixels through shared memory
@@ -9,6 +10,11 @@ chart modes (same snippets, same output size, same capture code, same RGBA → R
               (fresh figures: close all afterwards; rcParams restored: matplotlib.rc_context)
   fresh       a new `python` per snippet that imports matplotlib and savefig()s a PNG (official scripts)
 plus SVG (sandboxed cairosvg, 336×336) and table (Chromium, reused page) throughput.
+
+--corpus DIR: real-world material someone else wrote (.py → chart, .svg → svg, .md/.markdown/.html/.htm →
+table, found recursively): per kind the success rate (with failures by type), items/s of the sandboxed
+renderer, and the pixel difference from the plain, unsandboxed way of rendering the same file (see
+`plain_render`): mean absolute difference per channel (0-255) and the share of pixels off by more than 64.
 
 Noise (other tenants share the cores): the modes are interleaved round by round, in a rotating order, and
 every figure printed is a median over rounds with its min–max spread; the sandboxed / in-process ratio is taken
@@ -123,7 +129,7 @@ def render_in_process(code: str, timings: dict | None = None) -> None:
 
     try:
         with matplotlib.rc_context():
-            rgb, _ = chart_child.run(code, SIZE, {"max_side_px": 2048, "max_figures": 4}, timings)
+            rgb, _ = chart_child.run(code, SIZE, {"max_side_px": 2048}, timings)
         is_blank(rgb)  # same output check as the renderer
     finally:
         plt.close("all")
@@ -167,6 +173,183 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
 
 
+CORPUS_KINDS = {".py": "chart", ".svg": "svg", ".md": "table", ".markdown": "table", ".html": "table",
+                ".htm": "table"}
+
+# The plain way to run a chart script: as its author would (`python script.py`, Agg, an empty working dir),
+# then take the last raster image it saved; a script that saved none gets the official evaluation scripts'
+# `plt.savefig()` of the current figure appended. Seeded as the sandbox child is, so unseeded random data
+# does not count as a difference.
+_PLAIN_CHART = """
+import glob, os, random, runpy, sys
+import numpy as np
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+np.random.seed(0)
+random.seed(0)
+try:
+    runpy.run_path(sys.argv[1], run_name="__main__")
+except SystemExit:
+    pass
+saved = [p for ext in ("png", "jpg", "jpeg") for p in glob.glob(f"**/*.{ext}", recursive=True)]
+if saved:
+    print(max(saved, key=lambda p: os.stat(p).st_mtime_ns))
+elif plt.get_fignums():
+    plt.savefig("__plain__.png")
+    print("__plain__.png")
+"""
+
+
+def corpus_items(root: str) -> list[tuple[str, Path]]:
+    items = [(CORPUS_KINDS[p.suffix.lower()], p) for p in sorted(Path(root).rglob("*"))
+             if p.is_file() and p.suffix.lower() in CORPUS_KINDS]
+    if not items:
+        raise SystemExit(f"no .py/.svg/.md/.html files under {root}")
+    return items
+
+
+class PlainRenderer:
+    """Each kind rendered the plain, unsandboxed way a user would, fitted into the same output size (aspect
+    kept, white padding) for the comparison. UNSAFE: only for trusted corpora."""
+
+    def __init__(self):
+        self.workdir = tempfile.mkdtemp(prefix="render-plain-")
+        self._pw = self._browser = self._page = None
+
+    def render(self, kind: str, path: Path, size: tuple[int, int]):
+        """HxWx3 uint8, or a str saying why the plain way failed too."""
+        import numpy as np
+        from PIL import Image
+
+        from pipeline.render.config import RenderConfig
+        from pipeline.render.image import content_bbox, fit_to_size, rgba_to_rgb_on_white
+
+        if kind == "chart":
+            job = tempfile.mkdtemp(dir=self.workdir)
+            done = subprocess.run([sys.executable, "-c", _PLAIN_CHART, str(path.resolve())], cwd=job,
+                                  capture_output=True, text=True, timeout=120, check=False,
+                                  env={**os.environ, "MPLBACKEND": "Agg"})
+            out = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not out:
+                return f"plain run failed: {(done.stderr.strip().splitlines() or ['no figure'])[-1][:200]}"
+            rgba = np.asarray(Image.open(os.path.join(job, out[-1])).convert("RGBA"))
+            shutil.rmtree(job, ignore_errors=True)
+            return fit_to_size(rgba_to_rgb_on_white(rgba), size)
+        if kind == "svg":
+            import io
+
+            import cairosvg
+
+            svg = path.read_bytes()
+            png = cairosvg.svg2png(bytestring=svg, output_width=size[0])  # the file's own aspect ratio
+            if Image.open(io.BytesIO(png)).height > size[1]:
+                png = cairosvg.svg2png(bytestring=svg, output_height=size[1])
+            return fit_to_size(rgba_to_rgb_on_white(np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))),
+                               size)
+        from pipeline.render.table import to_html
+
+        if self._page is None:  # a plain browser page: JS on, network as is, default sandbox
+            from playwright.sync_api import sync_playwright
+
+            self._pw = sync_playwright().start()
+            self._browser = self._pw.chromium.launch(executable_path="/usr/lib/chromium/chromium",
+                                                     args=["--no-sandbox"])
+            self._page = self._browser.new_page(viewport={"width": 1024, "height": 1024})
+        self._page.set_content(to_html(path.read_text(encoding="utf-8", errors="replace")))
+        import io
+
+        shot = Image.open(io.BytesIO(self._page.screenshot(full_page=True))).convert("RGB")
+        top, bottom, left, right = content_bbox(np.asarray(shot))
+        crop = shot.crop((max(0, left - 8), max(0, top - 8), right + 8, bottom + 8))
+        # Scaled up no more than the sandboxed renderer scales a small table (it re-rasterises, this resamples)
+        scale = min(size[0] / crop.width, size[1] / crop.height, RenderConfig().table.max_upscale)
+        if scale > 1:
+            crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS)
+        return fit_to_size(np.asarray(crop), size, upscale=False)
+
+    def close(self) -> None:
+        if self._browser is not None:
+            self._browser.close()
+            self._pw.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def pixel_difference(a, b) -> tuple[float, float]:
+    """(mean absolute difference per channel, 0-255; share of pixels with some channel off by > 64)."""
+    import numpy as np
+
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return float(diff.mean()), float((diff.max(axis=2) > 64).mean())
+
+
+def run_corpus(root: str, json_out: str | None, limit: int | None) -> None:
+    import json
+    from collections import Counter, defaultdict
+
+    from pipeline.render import close_all, render
+    from pipeline.render.config import RenderConfig
+
+    config = RenderConfig()
+    items = corpus_items(root)[:limit]
+    for kind in sorted({k for k, _ in items}):  # start each renderer before timing
+        render(kind, {"chart": "import matplotlib.pyplot as plt\nplt.plot([1, 2])",
+                      "svg": SVGS[0], "table": TABLES[0]}[kind])
+    plain = PlainRenderer()
+    rows, stats = [], defaultdict(lambda: {"n": 0, "ok": 0, "seconds": 0.0, "failures": Counter(),
+                                           "diff": [], "off": [], "plain_failed": 0})
+    try:
+        for kind, path in items:
+            code = path.read_text(encoding="utf-8", errors="replace")
+            size = getattr(config, kind).size
+            t0 = time.perf_counter()
+            result = render(kind, code)
+            seconds = time.perf_counter() - t0
+            st = stats[kind]
+            st["n"] += 1
+            st["seconds"] += seconds
+            row = {"kind": kind, "file": str(path), "ok": result.ok, "seconds": round(seconds, 3),
+                   "failure": result.failure.value if result.failure else None, "detail": result.detail[:200]}
+            if result.ok:
+                st["ok"] += 1
+                try:
+                    reference = plain.render(kind, path, size)
+                except Exception as e:  # noqa: BLE001 - the plain way failing is a finding, not a crash
+                    reference = f"plain way failed: {type(e).__name__}: {e}"[:200]
+                if isinstance(reference, str):
+                    st["plain_failed"] += 1
+                    row["plain"] = reference
+                else:
+                    row["mean_abs_diff"], row["share_off"] = pixel_difference(result.image, reference)
+                    st["diff"].append(row["mean_abs_diff"])
+                    st["off"].append(row["share_off"])
+            else:
+                st["failures"][result.failure.value] += 1
+            rows.append(row)
+    finally:
+        plain.close()
+        close_all()
+    print(f"Real-world corpus {root}: {len(items)} files (sandboxed renderer vs the plain unsandboxed way)")
+    print(f"  {'kind':<6} {'files':>5} {'ok':>5} {'success':>8} {'items/s':>8}  {'mean |diff| (0-255)':<22}"
+          f" {'pixels off >64':<16} failures")
+    for kind, st in sorted(stats.items()):
+        diff = f"{statistics.mean(st['diff']):.2f} (max {max(st['diff']):.2f})" if st["diff"] else "-"
+        off = f"{100 * statistics.mean(st['off']):.2f}%" if st["off"] else "-"
+        fails = ", ".join(f"{k} {v}" for k, v in st["failures"].most_common()) or "none"
+        if st["plain_failed"]:
+            fails += f"; plain way failed on {st['plain_failed']}"
+        print(f"  {kind:<6} {st['n']:>5} {st['ok']:>5} {100 * st['ok'] / st['n']:>7.1f}% "
+              f"{st['n'] / st['seconds']:>8.2f}  {diff:<22} {off:<16} {fails}")
+    for row in rows:
+        if not row["ok"] or row.get("mean_abs_diff", 0) > 20 or "plain" in row:
+            print(f"  - {row['kind']} {row['file']}: " + (
+                f"{row['failure']}: {row['detail']}" if not row["ok"] else
+                row.get("plain") or f"mean |diff| {row['mean_abs_diff']:.1f}, off {100 * row['share_off']:.1f}%"))
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (medians are over these)")
@@ -175,7 +358,14 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin to one core")
     parser.add_argument("--charts-only", action="store_true", help="skip SVG and table throughput")
     parser.add_argument("--no-fresh", action="store_true", help="skip the fresh-process mode (quick A/B runs)")
+    parser.add_argument("--corpus", metavar="DIR", help="real-world mode: render every file under DIR, compare "
+                                                        "with the plain way (throughput options are ignored)")
+    parser.add_argument("--json", metavar="OUT", help="--corpus: also write one record per file")
+    parser.add_argument("--limit", type=int, default=None, help="--corpus: at most this many files")
     args = parser.parse_args()
+    if args.corpus:
+        run_corpus(args.corpus, args.json, args.limit)
+        return
 
     core = None if args.no_pin else pin_to_one_core()
     import matplotlib

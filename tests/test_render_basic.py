@@ -72,12 +72,13 @@ def test_chart_captures_saved_figure_even_if_closed(chart):
     assert chart.render(oo).ok
 
 
-def test_chart_multiple_figures_are_stacked(chart):
-    one = chart.render("import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 2))\nplt.plot([1, 2])")
+def test_chart_of_several_figures_is_the_current_one(chart):
+    """One figure per chart (README, "What is the figure"): not a stack of every figure at its own scale."""
+    one = chart.render("import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 2))\nplt.plot([2, 1])")
     two = chart.render("import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 2))\nplt.plot([1, 2])\n"
                        "plt.figure(figsize=(4, 2))\nplt.plot([2, 1])")
     assert one.ok and two.ok
-    assert not np.array_equal(one.image, two.image)
+    assert np.array_equal(one.image, two.image)
 
 
 def test_rcparams_do_not_leak_between_snippets(chart):

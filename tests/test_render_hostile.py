@@ -6,6 +6,7 @@ sandbox (Landlock, seccomp, namespaces) — not ordinary file permissions — st
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import tempfile
@@ -196,7 +197,7 @@ def table_cases(c: _Canaries, url: str):
         ("img of reference", f'<img src="file://{c.reference}" width="300" height="300">{table}', {None}),
         ("css background from network", f'<div style="background:url({url}/bg);width:50px;height:50px"></div>'
                                         f'{table}', {None}),
-        ("giant element", '<div style="width:100000px;height:100000px;background:#00f"></div>', {None}),
+        ("giant element", '<div style="width:100000px;height:100000px;background:#00f"></div>', {F.OUTPUT_TOO_LARGE}),  # would be truncated at render.table.max_page
         ("empty markup", "<p></p>", {F.BLANK_IMAGE}),
         ("oversized input", "| a |\n|---|\n" + "| x |\n" * 100_000, {F.OUTPUT_TOO_LARGE}),
         ("markdown with script", "| a | b |\n|---|---|\n| <script>alert(1)</script> | 2 |", {None}),
@@ -280,3 +281,52 @@ def test_delayed_meta_refresh_does_not_taint_next_shot(renderers, server):
     second = table.render("| a | b |\n|---|---|\n| 1 | 2 |", timeout_s=NORMAL)
     assert second.ok, second.detail
     assert _HitCounter.hits == 0
+
+
+# A snippet that tries to write to every device in /dev (listed by the test) and to files and new entries in every path the child
+# may read (up to 40 files under each), and reports where it succeeded.
+_WRITE_PROBE = r'''
+import json, os
+paths = list(DEVICES)
+for root in ROOTS:
+    paths.append(root)
+    if os.path.isdir(root):
+        seen = 0
+        for here, dirs, files in os.walk(root):
+            paths.append(here)
+            for name in files[:4]:
+                paths.append(os.path.join(here, name))
+                seen += 1
+            if seen >= 40:
+                break
+writable = []
+for path in paths:
+    targets = [os.path.join(path, '.probe-new')] if os.path.isdir(path) else [path]
+    for target in targets:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | (os.O_CREAT if target != path else 0))
+        except OSError:
+            continue
+        os.close(fd)
+        writable.append(os.path.realpath(path))  # /dev/stdout etc. are the child's fds 0-2: /dev/null
+raise RuntimeError('WRITABLE ' + json.dumps(sorted(set(writable))))
+'''
+
+
+def test_dev_null_is_the_only_newly_writable_path(renderers):
+    """/dev/null became writable for Qhull (triangulations); nothing else did: every /dev entry and every
+    path the child may read (sampled: all roots, up to 40 files each) refuses writing and creating files."""
+    from pipeline.render import sandbox
+
+    chart = renderers["chart"]
+    if not chart.layers.get("landlock", "").startswith("ok"):
+        pytest.skip("Landlock unavailable on this host")
+    roots = sandbox.library_read_paths()
+    rules = sandbox.landlock_rules(roots, "/tmp/job")
+    assert [(p, k) for p, k in rules if k != "read"] == [("/dev/null", "write_device"), ("/tmp/job", "full")]
+    # (the child cannot list /dev; never open a watchdog, even to prove it is refused)
+    devices = sorted(os.path.join("/dev", n) for n in os.listdir("/dev") if "watchdog" not in n)
+    result = chart.render(f"ROOTS = {roots!r}\nDEVICES = {devices!r}\n" + _WRITE_PROBE, timeout_s=60)
+    assert result.failure == F.RUNTIME_ERROR and result.detail.startswith("RuntimeError: WRITABLE"), result.detail
+    assert json.loads(result.detail.split("WRITABLE ", 1)[1]) == ["/dev/null"]
+    assert chart.render("import matplotlib.pyplot as plt\nplt.triplot([0, 1, 0, 1], [0, 0, 1, 1])").ok

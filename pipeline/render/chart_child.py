@@ -93,7 +93,8 @@ def warm(options: dict[str, Any]) -> None:
     fit = tuple(options.get("size", (640, 480)))
     figures = [plt.figure(num) for num in plt.get_fignums()]
     for fig in figures:
-        _figure_rgba(fig, max_side_px=2048, fit=fit)
+        _savefig_rgba(fig, {}, max_side_px=2048, fit=fit)
+    _savefig_rgba(figures[0], {"bbox_inches": "tight"}, max_side_px=2048, fit=fit)  # scripts often ask for it
     chart_trace.bound_trace(chart_trace.trace_figures(figures, tracer.calls, draw=False))
     plt.close("all")
     if options.get("warm_generated", WARMUP_GENERATED_CHARTS):
@@ -119,7 +120,7 @@ def _warm_generated_charts(count: int, fit: tuple[int, int]) -> None:
             with matplotlib.rc_context():  # the programs switch style sheets
                 exec(compile(code, "<warmup-generated>", "exec"), {"__name__": "__warmup__"})
                 for num in plt.get_fignums():
-                    _figure_rgba(plt.figure(num), max_side_px=2048, fit=fit)
+                    _savefig_rgba(plt.figure(num), {}, max_side_px=2048, fit=fit)
         except Exception:  # noqa: BLE001 - a generator bug only costs warm-up
             pass
         finally:
@@ -142,12 +143,14 @@ def _warm_fonts() -> None:
 
 def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict[str, float] | None = None,
         want_trace: bool = False) -> tuple[np.ndarray, dict | None]:
-    """Execute the snippet and capture its figure(s): (HxWx3 RGB of exactly `size`, trace or None).
+    """Execute the snippet and capture *the* figure (README, "What is the figure"): (HxWx3 RGB of exactly
+    `size`, trace or None).
 
-    `timings` receives exec_s (the snippet itself) and capture_s (drawing, RGBA→RGB, fitting). With
-    `want_trace` the plotting calls are recorded while the snippet runs and the drawn figures are traced
-    (pipeline/evaluate/chart_trace.py); a snippet that breaks the tracer costs only its trace, never the
-    image: the trace is then {"error": ...}, which the zygote turns into trace=None with a detail.
+    `timings` receives exec_s (the snippet itself) and capture_s (drawing, RGBA→RGB, fitting; a savefig call
+    draws while the snippet runs). With `want_trace` the plotting calls are recorded while the snippet runs
+    and the captured figure is traced (pipeline/evaluate/chart_trace.py); a snippet that breaks the tracer
+    costs only its trace, never the image: the trace is then {"error": ...}, which the zygote turns into
+    trace=None with a detail.
     """
     import matplotlib.pyplot as plt
 
@@ -155,12 +158,13 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
     t0 = time.perf_counter()
     np.random.seed(0)
     random.seed(0)
-    captured = _neutralise_output_calls()
     try:
         compiled = compile(code, "<chart>", "exec")
     except (SyntaxError, ValueError) as e:  # ValueError: source contains null bytes
         raise SnippetFailed(RenderFailure.SYNTAX_ERROR, f"{type(e).__name__}: {e}"[:500]) from None
     tracer = _start_tracer() if want_trace else None
+    output = _Output(size, options["max_side_px"], tracer)
+    output.install()
     try:
         exec(compiled, {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit:
@@ -168,27 +172,109 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
     except BaseException as e:  # noqa: BLE001 - untrusted code may raise anything
         raise classify(e) from None
     t_exec = time.perf_counter()
-    timings["exec_s"] = t_exec - t0
-
-    figures = _unique(captured) or [plt.figure(num) for num in plt.get_fignums()]
-    if not figures:
-        raise SnippetFailed(RenderFailure.NO_FIGURE, "the code created no matplotlib figure")
-    figures = figures[: options["max_figures"]]
     try:
-        # Each figure is drawn at the dpi that fits it into `size` (see _figure_rgba), so one figure needs no
-        # resampling, only white padding; several, stacked, are scaled down together.
-        images = [rgba_to_rgb_on_white(_figure_rgba(fig, options["max_side_px"], fit=size), copy=False)
-                  for fig in figures]
-        rgb = fit_to_size(_stack_vertically(images), size, upscale=False)
+        if output.saved is None:
+            shown = output.shown
+            figure = shown if shown is not None else plt.gcf() if plt.get_fignums() else None
+            if figure is None:
+                raise SnippetFailed(RenderFailure.NO_FIGURE, "the code created no matplotlib figure")
+            output.capture(figure, {})
     except BaseException as e:  # noqa: BLE001 - drawing bad data raises from deep inside matplotlib
         raise classify(e) from None
-    t_capture = time.perf_counter()
-    timings["capture_s"] = t_capture - t_exec
-    trace = None
+    rgb, trace = output.saved
+    timings["capture_s"] = output.capture_s
+    timings["exec_s"] = t_exec - t0 - output.capture_s
     if tracer is not None:
-        trace = _finish_trace(tracer, figures)
-        timings["trace_s"] = time.perf_counter() - t_capture
+        timings["trace_s"] = output.trace_s
+        if not isinstance(tracer, str):
+            try:
+                tracer.__exit__(None, None, None)
+            except BaseException:  # noqa: BLE001 - a snippet may have broken it; its trace says so already
+                pass
     return rgb, trace
+
+
+# savefig() arguments that change the picture; the rest (fname, format, dpi, metadata, ...) change only the
+# file or its resolution: the figure is always drawn at the dpi that fits it into the output size.
+SAVEFIG_SETTINGS = ("facecolor", "edgecolor", "transparent", "bbox_inches", "pad_inches", "bbox_extra_artists")
+
+
+class _Output:
+    """Which figure a script outputs, and its pixels. savefig() (Figure.savefig, pyplot.savefig) draws the
+    figure right then, with the call's settings, as the script's file would be; the last call wins. show() /
+    pause() note the current figure, drawn after the script ends with rcParams' savefig settings, if the
+    script never saved. No file is written and no window opened; backend switches are ignored (Agg)."""
+
+    def __init__(self, size: tuple[int, int], max_side_px: int, tracer):
+        self.size, self.max_side_px, self.tracer = size, max_side_px, tracer
+        self.saved: tuple[np.ndarray, dict | None] | None = None
+        self.shown = None
+        self.capture_s = self.trace_s = 0.0
+
+    def install(self) -> None:
+        import matplotlib
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
+        _real_savefig()  # before it is replaced
+        output = self
+
+        def savefig(self, *args, **kwargs):
+            output.capture(self, kwargs)
+
+        def pyplot_savefig(*args, **kwargs):
+            output.capture(plt.gcf(), kwargs)
+
+        def show(*args, **kwargs):
+            if plt.get_fignums():
+                output.shown = plt.gcf()
+
+        Figure.savefig = savefig
+        plt.savefig = pyplot_savefig
+        plt.show = show
+        plt.pause = lambda *a, **k: show()
+        plt.switch_backend = lambda *a, **k: None
+        matplotlib.use = lambda *a, **k: None
+
+    def capture(self, fig, kwargs: dict) -> None:
+        t0 = time.perf_counter()
+        settings = {k: kwargs[k] for k in SAVEFIG_SETTINGS if k in kwargs}
+        rgba = _savefig_rgba(fig, settings, self.max_side_px, self.size)
+        rgb = fit_to_size(rgba_to_rgb_on_white(rgba, copy=False), self.size, upscale=False)
+        t1 = time.perf_counter()
+        self.capture_s += t1 - t0
+        trace = None
+        if self.tracer is not None:
+            trace = _trace_now(self.tracer, fig)
+            self.trace_s += time.perf_counter() - t1
+        self.saved = (rgb, trace)
+
+
+def _trace_now(tracer, fig) -> dict:
+    """The bounded, JSON-able trace of the just drawn figure, or {"error": why}. Runs next to untrusted code,
+    inside the sandbox: anything it raises (a snippet that monkeypatched matplotlib) is contained."""
+    from pipeline.evaluate.chart_trace import bound_trace, trace_figures
+
+    if isinstance(tracer, str):
+        return {"error": tracer}
+    try:
+        return bound_trace(trace_figures([fig], list(tracer.calls), draw=False))
+    except BaseException as e:  # noqa: BLE001
+        return {"error": f"tracing failed: {last_line(e)}"}
+
+
+class _PixelSink:
+    """The file savefig(format="rgba") writes into: Agg hands over its (H, W, 4) buffer, no encoding."""
+
+    def __init__(self):
+        self.rgba: np.ndarray | None = None
+
+    def write(self, data) -> int:
+        self.rgba = np.array(data, dtype=np.uint8, copy=True)
+        return self.rgba.nbytes
+
+    def seek(self, *args) -> int:  # matplotlib's file-handle check wants one
+        return 0
 
 
 def _start_tracer():
@@ -201,94 +287,90 @@ def _start_tracer():
         return f"tracer failed to start: {last_line(e)}"
 
 
-def _finish_trace(tracer, figures: list) -> dict:
-    """The bounded, JSON-able trace of the already drawn figures, or {"error": why}. Runs after untrusted
-    code, inside the sandbox: anything it raises (a snippet that monkeypatched matplotlib) is contained."""
-    from pipeline.evaluate.chart_trace import bound_trace, trace_figures
-
-    if isinstance(tracer, str):
-        return {"error": tracer}
-    try:
-        calls = list(tracer.calls)
-        tracer.__exit__(None, None, None)
-        return bound_trace(trace_figures(figures, calls, draw=False))
-    except BaseException as e:  # noqa: BLE001
-        return {"error": f"tracing failed: {last_line(e)}"}
+_ORIGINAL_SAVEFIG = None
 
 
-def _neutralise_output_calls() -> list:
-    """show()/savefig() record which figures the script meant to output instead of opening windows or
-    writing files; backend switches are ignored (the child always draws with Agg)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
+def _real_savefig():
+    """matplotlib's own Figure.savefig, as it was before any snippet's run replaced it (the in-process
+    benchmark runs many snippets in one process)."""
+    global _ORIGINAL_SAVEFIG
+    if _ORIGINAL_SAVEFIG is None:
+        from matplotlib.figure import Figure
 
-    captured: list = []
-
-    def savefig(self, *args, **kwargs):
-        captured.append(self)
-
-    def pyplot_savefig(*args, **kwargs):
-        captured.append(plt.gcf())
-
-    def show(*args, **kwargs):
-        captured.extend(plt.figure(num) for num in plt.get_fignums())
-
-    Figure.savefig = savefig
-    plt.savefig = pyplot_savefig
-    plt.show = show
-    plt.pause = lambda *a, **k: show()
-    plt.switch_backend = lambda *a, **k: None
-    matplotlib.use = lambda *a, **k: None
-    return captured
+        _ORIGINAL_SAVEFIG = Figure.savefig
+    return _ORIGINAL_SAVEFIG
 
 
-def _unique(figures: list) -> list:
-    seen, out = set(), []
-    for fig in figures:
-        if id(fig) not in seen:
-            seen.add(id(fig))
-            out.append(fig)
-    return out
+def _fit_dpi(w_in: float, h_in: float, fit: tuple[int, int]) -> float:
+    return max(min(fit[0] / w_in, fit[1] / h_in), MIN_DPI)
 
 
-def _figure_rgba(fig, max_side_px: int, fit: tuple[int, int] | None = None) -> np.ndarray:
-    """Draw one figure with Agg, clamping figure size × dpi so no side exceeds max_side_px.
-
-    With fit=(W, H) the figure is drawn at the dpi that makes it just fit inside W × H (the dpi the code
-    asked for only sets resolution: sizes are in inches and points, so the picture is the same): no
-    resampling afterwards (a Lanczos pass over an 800×600 RGBA plus four temporaries, whose fresh pages every
-    forked child faults in), and text is rasterised at its final size instead of being scaled down.
-    """
+def _savefig_rgba(fig, settings: dict, max_side_px: int, fit: tuple[int, int]) -> np.ndarray:
+    """The figure as `savefig(**settings)` draws it (Agg, RGBA), at the dpi that fits the saved area into
+    `fit` = (W, H): sizes are in inches and points, so the dpi the code asked for only sets the resolution.
+    Drawing at the final size needs no resampling afterwards and rasterises text at its final size.
+    No side exceeds `max_side_px`: a huge figure is drawn at a lower dpi (not below MIN_DPI, FreeType rejects
+    tiny pixel sizes), past that at a smaller size in inches, restored afterwards."""
+    import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.transforms import Bbox
 
     w_in, h_in = (float(v) for v in fig.get_size_inches())
-    dpi = float(fig.dpi)
-    if not all(np.isfinite([w_in, h_in, dpi])) or min(w_in, h_in, dpi) <= 0:
-        raise SnippetFailed(RenderFailure.RUNTIME_ERROR, f"invalid figure size {w_in}x{h_in} in at {dpi} dpi")
-    if fit is not None:
-        dpi = max(min(fit[0] / w_in, fit[1] / h_in), MIN_DPI)
-        fig.set_dpi(dpi)
-    longest_px = max(w_in, h_in) * dpi
-    if longest_px > max_side_px:
-        # Lower the dpi first (keeps the layout), but not so far that text can no longer be rasterised;
-        # past that, shrink the figure itself.
-        new_dpi = max(dpi * max_side_px / longest_px, MIN_DPI)
-        fig.set_dpi(new_dpi)
-        if max(w_in, h_in) * new_dpi > max_side_px:
-            shrink = max_side_px / (max(w_in, h_in) * new_dpi)
+    if not all(np.isfinite([w_in, h_in, float(fig.dpi)])) or min(w_in, h_in, float(fig.dpi)) <= 0:
+        raise SnippetFailed(RenderFailure.RUNTIME_ERROR, f"invalid figure size {w_in}x{h_in} in at {fig.dpi} dpi")
+    original_size = (w_in, h_in)
+    dpi = _fit_dpi(w_in, h_in, fit)
+    if max(w_in, h_in) * dpi > max_side_px:
+        dpi = max(max_side_px / max(w_in, h_in), MIN_DPI)
+        if max(w_in, h_in) * dpi > max_side_px:
+            shrink = max_side_px / (max(w_in, h_in) * dpi)
             w_in, h_in = w_in * shrink, h_in * shrink
-            fig.set_size_inches(w_in, h_in)
-    if min(w_in, h_in) * fig.dpi < 1:
+    if min(w_in, h_in) * dpi < 1:
         raise SnippetFailed(RenderFailure.OUTPUT_TOO_LARGE, f"figure aspect too extreme ({w_in}x{h_in} in)")
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())
-
-
-def _stack_vertically(images: list[np.ndarray]) -> np.ndarray:
-    if len(images) == 1:
-        return images[0]
-    width = max(img.shape[1] for img in images)
-    padded = [np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=255) for img in images]
-    return np.concatenate(padded, axis=0)
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)  # an OO Figure() has a base canvas, which cannot measure text
+    resized = (w_in, h_in) != original_size
+    if resized:
+        fig.set_size_inches(w_in, h_in, forward=False)
+    original_dpi = fig.dpi
+    try:
+        bbox = settings.get("bbox_inches")
+        bbox = mpl.rcParams["savefig.bbox"] if bbox is None else bbox
+        if isinstance(bbox, str) and bbox == "tight":
+            # The area savefig would save (Figure.get_tightbbox after a layout pass, padded as print_figure
+            # pads it), measured here so the dpi can be chosen for it.
+            fig.dpi = dpi
+            fig.draw_without_rendering()
+            bbox = fig.get_tightbbox(fig.canvas.get_renderer(),
+                                     bbox_extra_artists=settings.get("bbox_extra_artists"))
+            pad = settings.get("pad_inches")
+            engine = fig.get_layout_engine()
+            if isinstance(engine, ConstrainedLayoutEngine) and pad == "layout":
+                w_pad, h_pad = engine.get()["w_pad"], engine.get()["h_pad"]
+            else:
+                w_pad = h_pad = mpl.rcParams["savefig.pad_inches"] if pad in (None, "layout") else pad
+            bbox = bbox.padded(w_pad, h_pad)
+        if isinstance(bbox, Bbox):
+            bw, bh = float(bbox.width), float(bbox.height)
+            if not (np.isfinite([bw, bh]).all() and bw > 0 and bh > 0):
+                raise SnippetFailed(RenderFailure.RUNTIME_ERROR, f"invalid saved area {bw}x{bh} in")
+            dpi = _fit_dpi(bw, bh, fit)
+            if max(bw, bh) * dpi > max_side_px:
+                dpi = max(max_side_px / max(bw, bh), MIN_DPI)
+            if max(bw, bh) * dpi > max_side_px or min(bw, bh) * dpi < 1:
+                raise SnippetFailed(RenderFailure.OUTPUT_TOO_LARGE,
+                                    f"saved area {bw:.3g}x{bh:.3g} in cannot be drawn within "
+                                    f"render.chart.max_side_px={max_side_px} at >= {MIN_DPI:g} dpi")
+        else:
+            bbox = False  # not None: None would mean "rcParams' savefig.bbox" again
+        sink = _PixelSink()
+        _real_savefig()(fig, sink, format="rgba", dpi=dpi, bbox_inches=bbox,
+                          **{k: v for k, v in settings.items() if k != "bbox_inches"})
+    finally:
+        fig.dpi = original_dpi
+        if resized:
+            fig.set_size_inches(*original_size, forward=False)
+    if sink.rgba is None or sink.rgba.ndim != 3:
+        raise SnippetFailed(RenderFailure.RUNTIME_ERROR, "savefig produced no pixels")
+    return sink.rgba

@@ -36,7 +36,6 @@ class SandboxConfig(Strict):
     open_files: int = Field(64, ge=16)
     # RLIMIT_NPROC for the sandbox uid: counts threads too; fork is already blocked by seccomp.
     max_threads: int = Field(64, ge=4)
-    max_code_chars: int = Field(200_000, ge=1000)  # longer inputs fail as output_too_large before running
 
 
 class ChartConfig(Strict):
@@ -44,7 +43,8 @@ class ChartConfig(Strict):
     timeout_s: float = Field(15.0, gt=0)
     workers: int = Field(1, ge=1)  # zygotes per render actor (one per CPU given to it)
     max_side_px: int = Field(2048, ge=64)  # figure size × dpi is clamped so no side exceeds this
-    max_figures: int = Field(4, ge=1)  # several figures are stacked vertically
+    # Longer code fails as output_too_large before running (real plotting scripts are a few kB).
+    max_code_chars: int = Field(200_000, ge=1000)
     # Snippets importing one of these run in a second zygote that has them preloaded (started on first use),
     # so the common matplotlib+numpy zygote stays small (fork and exit cost grows with its resident size).
     heavy_modules: list[str] = Field(default_factory=lambda: ["pandas"])
@@ -54,11 +54,22 @@ class SvgConfig(Strict):
     size: tuple[int, int] = (336, 336)
     timeout_s: float = Field(10.0, gt=0)
     workers: int = Field(1, ge=1)
+    # Real illustrations are large (a detailed world map is ~1.2 MB of path data). Size alone is not what
+    # makes an SVG dangerous: canvas bombs are bounded by the fixed output size, entity bombs are refused by
+    # the parser, <use> bombs by the time and memory limits.
+    max_code_chars: int = Field(4_000_000, ge=1000)
 
 
 class TableConfig(Strict):
     size: tuple[int, int] = (768, 768)  # the cropped table is fitted inside (≤768 px, as in the paper)
-    viewport: tuple[int, int] = (1024, 1024)  # browser viewport the page is laid out in
+    viewport: tuple[int, int] = (1024, 1024)  # browser viewport the page is laid out in (its width wraps)
+    # The whole page is captured up to this W×H (px); a longer or wider page fails as output_too_large (it
+    # would be truncated: the critic would not see the rest). 177 rows of a typical table are ~4,700 px.
+    max_page: tuple[int, int] = (4096, 8192)
+    # A table smaller than `size` is captured at up to this scale (re-rasterised by Chromium, so text stays
+    # crisp) instead of sitting as a speck in the middle of the image; larger ones are scaled down to fit.
+    max_upscale: float = Field(2.0, ge=1.0, le=8.0)
+    max_code_chars: int = Field(200_000, ge=1000)  # longer inputs fail as output_too_large before running
     timeout_s: float = Field(10.0, gt=0)
     workers: int = Field(1, ge=1)  # browsers per render actor (~400 MiB each)
     restart_every: int = Field(500, ge=1)  # relaunch the browser after this many shots (leaks, state)

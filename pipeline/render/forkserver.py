@@ -43,12 +43,13 @@ class SandboxUnavailableError(RuntimeError):
     """The host cannot provide the sandbox layers the configuration requires."""
 
 
-def validate_request(code: object, size: tuple[int, int], max_chars: int) -> RenderResult | None:
+def validate_request(code: object, size: tuple[int, int], max_chars: int, kind: str = "") -> RenderResult | None:
     """A failure for inputs that must not reach a renderer at all, else None."""
     if not isinstance(code, str) or not code.strip():
         return RenderResult.fail(RenderFailure.INVALID_INPUT, "empty or non-string code")
     if len(code) > max_chars:
-        return RenderResult.fail(RenderFailure.OUTPUT_TOO_LARGE, f"code has {len(code)} chars (limit {max_chars})")
+        return RenderResult.fail(RenderFailure.OUTPUT_TOO_LARGE, f"input too large: {len(code)} chars, over "
+                                 f"the {kind or 'kind'}'s limit of {max_chars} (render.{kind}.max_code_chars)")
     try:
         w, h = size
     except (TypeError, ValueError):
@@ -60,11 +61,11 @@ def validate_request(code: object, size: tuple[int, int], max_chars: int) -> Ren
 
 
 def prepare_request(code: object, size: tuple[int, int] | None, timeout_s: float | None, kind_config,
-                    max_chars: int) -> tuple[tuple[int, int], float] | RenderResult:
+                    kind: str) -> tuple[tuple[int, int], float] | RenderResult:
     """The request's effective (size, timeout) with the kind's defaults filled in, or the failure for an input
-    that must not reach a renderer at all. Shared by every renderer's `render`."""
+    that must not reach a renderer at all (the kind's `max_code_chars`). Shared by every renderer's `render`."""
     size = size if size is not None else kind_config.size
-    rejected = validate_request(code, size, max_chars)
+    rejected = validate_request(code, size, kind_config.max_code_chars, kind)
     if rejected is not None:
         return rejected
     return (int(size[0]), int(size[1])), float(timeout_s or kind_config.timeout_s)
@@ -177,7 +178,7 @@ class ForkServerRenderer:
                timeout_s: float | None = None, trace: bool = False) -> RenderResult:
         """`trace`: also return the chart trace (charts only; other kinds always give trace=None)."""
         t0 = time.perf_counter()
-        request = prepare_request(code, size, timeout_s, self.kind_config, self.config.sandbox.max_code_chars)
+        request = prepare_request(code, size, timeout_s, self.kind_config, self.kind)
         if isinstance(request, RenderResult):
             return request
         size, timeout_s = request
@@ -226,7 +227,7 @@ class ChartRenderer(ForkServerRenderer):
         self._heavy_import = re.compile(rf"^\s*(?:import|from)\s+(?:{names})\b", re.MULTILINE)
 
     def _child_options(self) -> dict:
-        return {"max_side_px": self.config.chart.max_side_px, "max_figures": self.config.chart.max_figures,
+        return {"max_side_px": self.config.chart.max_side_px,
                 "extra_preload": list(self._extra_preload), "size": list(self.config.chart.size)}
 
     def render(self, code: str, size: tuple[int, int] | None = None,

@@ -6,7 +6,8 @@ unprivileged uid while hiding the rest of a non-traversable home directory (e.g.
 for the children's temp dirs (a disk quota).
 
 Child (per snippet, after fork, before running the code), in this order:
-  setsid → rlimits → unprivileged uid/gid → Landlock (read-only library paths, read-write temp dir only)
+  setsid → rlimits → unprivileged uid/gid → Landlock (read-only library paths, /dev/null writable, read-write
+  temp dir only)
   → seccomp (no exec, fork, sockets, ptrace, namespaces, uid changes, memfd, signals to other processes).
 The Landlock ruleset and the seccomp filter are built in the zygote before the fork (see PreparedLayers).
 
@@ -154,7 +155,7 @@ def library_read_paths() -> list[str]:
         *(m.get_data_path() for m in [sys.modules.get("matplotlib")] if m is not None),
         "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib",
         "/usr/share/fonts", "/usr/share/fontconfig", "/etc/fonts", "/usr/share/zoneinfo",
-        "/dev/null", "/dev/urandom",
+        "/dev/urandom",
     ]
     seen, paths = set(), []
     for p in candidates:
@@ -240,16 +241,42 @@ def _layer_uid(limits: ChildLimits, workdir: str, prepared: PreparedLayers) -> N
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace / /proc/<pid>/mem by same-uid peers
 
 
-def build_landlock_ruleset(read_paths: list[str], workdir: str):
-    """Read-only access to the library paths, full access to `workdir`, nothing else (built by root in the
-    zygote, before the child drops its uid, so every path can still be opened)."""
-    from landlock import FSAccess, Ruleset
+# Devices a child may open for writing. /dev/null only: Qhull (matplotlib's automatic Delaunay triangulation
+# behind triplot, tricontour, tripcolor, plot_trisurf; scipy's griddata) fopen()s it as its error stream and
+# fails with "Could not open devnull" otherwise. Writing to it reveals and changes nothing.
+WRITABLE_DEVICES = ("/dev/null",)
 
-    read_rights = FSAccess.READ_FILE | FSAccess.READ_DIR | FSAccess.EXECUTE
+
+def landlock_rules(read_paths: list[str], workdir: str) -> list[tuple[str, str]]:
+    """(path, access) pairs a child gets, nothing else: "read" (read files, list and execute beneath),
+    "write_device" (open an existing device for reading and writing: no create, remove or ioctl) and
+    "full" (its own temp dir). The one place the filesystem policy is written down (tests read it)."""
+    rules = [(path, "read") for path in read_paths if path not in WRITABLE_DEVICES]
+    rules += [(path, "write_device") for path in WRITABLE_DEVICES if os.path.exists(path)]
+    rules.append((workdir, "full"))
+    return rules
+
+
+def _landlock_access(kind: str, path: str):
+    from landlock import FSAccess, landlock_abi_version
+
+    if kind == "read":
+        return FSAccess.READ_FILE | FSAccess.READ_DIR | FSAccess.EXECUTE if os.path.isdir(path) \
+            else FSAccess.READ_FILE
+    if kind == "write_device":  # open(..., "w") passes O_TRUNC, which ABI ≥ 3 checks separately
+        return FSAccess.READ_FILE | FSAccess.WRITE_FILE | (FSAccess.TRUNCATE if landlock_abi_version() >= 3
+                                                           else FSAccess(0))
+    return None  # "full": every right the ruleset handles
+
+
+def build_landlock_ruleset(read_paths: list[str], workdir: str):
+    """Read-only access to the library paths, write access to /dev/null, full access to `workdir`, nothing
+    else (built by root in the zygote, before the child drops its uid, so every path can still be opened)."""
+    from landlock import Ruleset
+
     ruleset = Ruleset()  # handles every filesystem right this kernel's ABI knows: all denied unless allowed
-    for path in read_paths:
-        ruleset.allow(path, rules=read_rights if os.path.isdir(path) else FSAccess.READ_FILE)
-    ruleset.allow(workdir)
+    for path, kind in landlock_rules(read_paths, workdir):
+        ruleset.allow(path, rules=_landlock_access(kind, path))
     return ruleset
 
 

@@ -124,7 +124,7 @@ class TableRenderer:
                timeout_s: float | None = None, trace: bool = False) -> RenderResult:
         """`trace` is accepted for a uniform interface; tables have no trace (always None)."""
         t0 = time.perf_counter()
-        request = prepare_request(code, size, timeout_s, self.kind_config, self.config.sandbox.max_code_chars)
+        request = prepare_request(code, size, timeout_s, self.kind_config, self.kind)
         if isinstance(request, RenderResult):
             return request
         size, timeout_s = request
@@ -288,13 +288,18 @@ class _BrowserSession:
                 self._launch()
                 return RenderResult.fail(RenderFailure.SANDBOX_VIOLATION, "page navigated away", timings)
             # JS is off for the page's own scripts; Playwright's evaluate still works (separate world).
-            width, height = self.page.evaluate(
-                "() => { const r = document.body.getBoundingClientRect();"
-                " return [Math.ceil(r.right), Math.ceil(r.bottom)]; }")
-            vw, vh = self.cfg.viewport
-            clip = {"x": 0, "y": 0, "width": max(1, min(width, vw)), "height": max(1, min(height, vh)), "scale": 1}
-            shot = self.cdp.send("Page.captureScreenshot",
-                                 {"format": "png", "clip": clip, "optimizeForSpeed": True})
+            width, height = self.page.evaluate(_PAGE_EXTENT_JS)
+            max_w, max_h = self.cfg.max_page
+            if width > max_w or height > max_h:
+                return RenderResult.fail(
+                    RenderFailure.OUTPUT_TOO_LARGE, f"table page is {width}x{height} px, over render.table.max_page "
+                    f"{max_w}x{max_h}: it would be truncated", timings)
+            width, height = max(1, width), max(1, height)
+            # The whole page; a small one at up to max_upscale (Chromium re-rasterises it, text stays crisp).
+            scale = max(1.0, min(size[0] / width, size[1] / height, self.cfg.max_upscale))
+            clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": scale}
+            shot = self.cdp.send("Page.captureScreenshot", {"format": "png", "clip": clip, "optimizeForSpeed": True,
+                                                            "captureBeyondViewport": True})
             timings["screenshot_s"] = time.perf_counter() - t1
         except PlaywrightTimeout:
             self._launch()
@@ -313,10 +318,20 @@ class _BrowserSession:
         if is_blank(rgb, blank_tolerance):
             return RenderResult.fail(RenderFailure.BLANK_IMAGE, "the table rendered nothing visible", timings)
         top, bottom, left, right = content_bbox(rgb)
-        m = self.cfg.crop_margin_px
+        m = round(self.cfg.crop_margin_px * scale)
         cropped = rgb[max(0, top - m):bottom + m, max(0, left - m):right + m]
         timings["postprocess_s"] = time.perf_counter() - t0 - timings["layout_s"] - timings["screenshot_s"]
         return RenderResult.success(fit_to_size(cropped, size, upscale=False), timings)
+
+
+# The page's extent in CSS px: the body (inline-block, so it hugs the table) and whatever overflows it or the
+# viewport (a wide unbreakable table, positioned elements).
+_PAGE_EXTENT_JS = """() => {
+  const b = document.body, r = b.getBoundingClientRect(), d = document.documentElement;
+  const w = Math.max(r.right, r.left + b.scrollWidth, d.scrollWidth > innerWidth ? d.scrollWidth : 0);
+  const h = Math.max(r.bottom, r.top + b.scrollHeight, d.scrollHeight > innerHeight ? d.scrollHeight : 0);
+  return [Math.ceil(w), Math.ceil(h)];
+}"""
 
 
 def _safe_url(page) -> str | None:
