@@ -17,8 +17,9 @@ from pipeline.config import DatasetConfig
 from pipeline.dataloader import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
-SYNTH_VERSION = 3  # bump when the generators change what a seed produces (2: chart rows carry their trace;
-#                   3: charts drawn at the dpi that fits the output size, not resampled)
+SYNTH_VERSION = 4  # bump when the generators change what a seed produces (2: chart rows carry their trace;
+#                   3: charts drawn at the dpi that fits the output size, not resampled;
+#                   4: a chart is its script's saved figure, tables captured whole and small ones scaled up)
 
 
 def prepare_datasets(cfg: DatasetConfig) -> tuple[list[Prompt], list[Prompt]]:
