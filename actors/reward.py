@@ -24,7 +24,7 @@ from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.critic.batcher import MicroBatcher
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.scorer import RewardScorer
-from pipeline.rewards.compose import Partial, RewardFunction
+from pipeline.rewards.compose import Partial, RewardFunction, infrastructure_failure
 from pipeline.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -46,18 +46,34 @@ class RewardReplica:
         self.scorer.warmup()  # load the model now: a replica is ready only when it can score
         b = cfg.batching
         self.batcher = MicroBatcher(self.scorer.measure, b.max_batch, b.max_wait_ms / 1000.0)
+        # Consecutive requests whose every judged sample came back as an engine error: an engine that died
+        # inside this live process (CUDA error, vLLM EngineDeadError, endpoint gone) still answers `ping`.
+        self.engine_failure_streak = 0
+        self.engine_dead_after = cfg.actors.engine_dead_after
 
     async def ready(self) -> int:
         return self.replica_id
 
     async def ping(self) -> dict[str, Any]:
-        return {"replica": self.replica_id, "pending": self.batcher.pending}
+        return {"replica": self.replica_id, "pending": self.batcher.pending,
+                "engine_ok": self.engine_failure_streak < self.engine_dead_after}
 
     async def measure(self, samples: list[Sample]) -> list[Partial]:
-        return await self.batcher.submit(samples)
+        partials = await self.batcher.submit(samples)
+        judged, failed = engine_failures(partials)
+        if judged:
+            self.engine_failure_streak = self.engine_failure_streak + 1 if failed == judged else 0
+        return partials
 
     async def stats(self) -> dict[str, Any]:
         return {"replica": self.replica_id, "batches": list(self.batcher.batches), **self.scorer.stats()}
+
+
+def engine_failures(partials: list[Partial]) -> tuple[int, int]:
+    """(samples that reached the critic, those whose judgement failed in the engine, not in the answer)."""
+    judged = [p for p in partials if p.failure is None]
+    failed = sum(1 for p in judged if (infrastructure_failure(p) or "").startswith("critic:"))
+    return len(judged), failed
 
 
 @dataclass
@@ -82,6 +98,7 @@ class RewardPool:
         self.in_flight: dict[int, int] = {}  # replica id → chunks in flight
         self.replacements = 0
         self.retried_chunks = 0
+        self.dead_engines = 0  # replicas replaced because their engine died inside a live process
         self.function = RewardFunction(cfg)
         for _ in range(cfg.actors.replicas):
             self._spawn()
@@ -149,8 +166,10 @@ class RewardPool:
         deadline = time.monotonic() + timeout_s
         for rid, ref in refs.items():
             try:
-                ray.get(ref, timeout=max(0.01, deadline - time.monotonic()))
-                health[rid] = True
+                health[rid] = ray.get(ref, timeout=max(0.01, deadline - time.monotonic())).get("engine_ok", True)
+                if not health[rid]:
+                    self.dead_engines += 1
+                    self._replace(rid, "health check: its engine fails every request (alive process)")
             except (RayActorError, GetTimeoutError) as e:
                 health[rid] = False
                 self._replace(rid, f"health check: {type(e).__name__}")
@@ -224,7 +243,13 @@ class RewardPool:
                     log.error("reward replica %d returned results for other samples", chunk.replica)
                     send_or_fail(chunk, "identity mismatch")
                     continue
-                results[chunk.index] = partials
+                results[chunk.index] = partials  # kept if the retry below cannot be made: excluded samples
+                judged, failed = engine_failures(partials)
+                if judged and failed == judged and chunk.attempts < a.max_request_attempts:
+                    # Every judgement failed in the engine: an infrastructure failure, retried on a healthy
+                    # replica (the health check replaces this one if its engine is dead).
+                    self.check_health()
+                    send_or_fail(chunk, "engine errors")
             for ref, chunk in list(pending.items()):
                 if now > overall:  # the caller's deadline: no more retries, explicit failures
                     pending.pop(ref)

@@ -1,12 +1,21 @@
-"""Rollout workers: Ray actors around a rollout backend (pipeline/rollout), chosen by `rollout.backend`."""
+"""Rollout workers: Ray actors around a rollout backend (pipeline/rollout), chosen by `rollout.backend`, and the
+driver-side `RolloutPool` that replaces a worker that dies or hangs and re-issues its prompts."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from typing import Any
+
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from pipeline.config import ModelsConfig, RolloutConfig
 from pipeline.rollout import make_rollout
 from pipeline.sample import Sample
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote
@@ -54,3 +63,132 @@ class RolloutWorker:
     def _require_vllm(self, what: str) -> None:
         if self.backend_name != "vllm":
             raise RuntimeError(f"{what} needs rollout.backend=vllm; this worker runs {self.backend_name!r}")
+
+
+class RolloutPool:
+    """Driver-side handle on the rollout workers: the stream, evaluation and revision call `generate` here.
+
+    A worker that dies, or hangs past `rollout.timeout_s` (treated as dead), is killed and replaced — exactly that
+    worker, found by identity under a lock, so concurrent callers that noticed the same death replace it once.
+    The replacement loads the weights the others serve (the last published state dict and its policy version)
+    before it is handed any prompt, then the call that failed is re-issued to it: its samples were never
+    returned, so nothing is counted twice. At most `rollout.max_replacements` replacements per run; past that the
+    error reaches the stream, which stops the run (the driver saves a checkpoint first).
+    """
+
+    def __init__(self, models: ModelsConfig, rollout: RolloutConfig, seed: int, start_timeout_s: float,
+                 options: dict | None = None):
+        self.models, self.cfg, self.seed, self.start_timeout_s = models, rollout, seed, start_timeout_s
+        self.options = options or {}
+        self._lock = threading.Lock()
+        self._weights: tuple[Any, int] | None = None  # (state-dict ObjectRef, version) the workers serve
+        self.replacements = 0
+        self.reissued = 0
+        self._spawned = 0
+        self.workers = [self._spawn() for _ in range(rollout.replicas)]
+        self._wait_ready(self.workers)
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def _spawn(self):
+        seed = self.seed + self._spawned  # replacements draw fresh randomness, not a replay of the dead worker's
+        self._spawned += 1
+        return RolloutWorker.options(**self.options).remote(self.models, self.cfg, seed=seed)
+
+    def _wait_ready(self, handles: list) -> None:
+        try:
+            ray.get([h.ready.remote() for h in handles], timeout=self.start_timeout_s)
+        except GetTimeoutError:
+            raise RuntimeError(f"rollout worker(s) not ready after {self.start_timeout_s:g} s (resources taken, "
+                               "or a slow model load): ray.actor_start_timeout_s") from None
+
+    # -- calls --------------------------------------------------------------------------------------------
+    def generate(self, index: int, prompts: list[Sample], n: int | None = None, greedy: bool = False
+                 ) -> list[Sample]:
+        """`generate` on worker `index` (the stream's rollout thread `index`), re-issued on a replacement if
+        that worker dies or hangs."""
+        while True:
+            handle = self.workers[index]
+            try:
+                return ray.get(handle.generate.remote(prompts, n, greedy), timeout=self.cfg.timeout_s)
+            except (RayActorError, GetTimeoutError) as e:
+                why = "hung" if isinstance(e, GetTimeoutError) else "died"
+                self._replace(handle, f"{why} in generate ({type(e).__name__})")
+                with self._lock:
+                    self.reissued += 1
+
+    def call_all(self, method: str, *args, timeout_s: float | None = None) -> list:
+        """`method(*args)` on every worker (sleep / wake_up); a dead one is replaced and called again."""
+        out = []
+        for index in range(len(self.workers)):
+            while True:
+                handle = self.workers[index]
+                try:
+                    out.append(ray.get(getattr(handle, method).remote(*args),
+                                       timeout=timeout_s or self.cfg.timeout_s))
+                    break
+                except (RayActorError, GetTimeoutError) as e:
+                    self._replace(handle, f"{method}: {type(e).__name__}")
+        return out
+
+    def sync_weights(self, trainer) -> dict[str, float]:
+        """Ship the trainer's current weights to every worker (object store: the trainer publishes once, each
+        worker loads; a worker that fails to load is replaced and the replacement loads the same weights).
+        NCCL engines form one fixed group with the trainer: that path is the trainer's own, and a dead worker
+        there is an error (an NCCL group cannot take a new member)."""
+        if trainer.weight_sync == "nccl":
+            return trainer.sync_weights(self.workers)
+        started = time.perf_counter()
+        ref, version = trainer.publish_weights(), trainer.version
+        published = time.perf_counter()
+        with self._lock:
+            self._weights = (ref, version)
+            workers = list(self.workers)
+        loads = [w.load_weights.remote(ref, version) for w in workers]
+        for handle, load in zip(workers, loads):
+            try:
+                ray.get(load, timeout=self.cfg.timeout_s + trainer.cfg.call_timeout_s)
+            except (RayActorError, GetTimeoutError) as e:
+                self._replace(handle, f"weight load: {type(e).__name__}")  # the replacement loads `ref` itself
+        return {"weight_export_s": published - started, "weight_sync_s": time.perf_counter() - started,
+                "synced_version": float(version)}
+
+    # -- replacement --------------------------------------------------------------------------------------
+    def _replace(self, dead, why: str) -> None:
+        with self._lock:
+            if dead not in self.workers:
+                return  # another caller replaced it already
+            index = self.workers.index(dead)
+            if self.replacements >= self.cfg.max_replacements:
+                raise RolloutError(f"rollout worker {index} {why}; the replacement budget "
+                                   f"(rollout.max_replacements={self.cfg.max_replacements}) is spent")
+            if self.cfg.weight_sync == "nccl":
+                raise RolloutError(f"rollout worker {index} {why}; a worker of a NCCL weight group cannot be "
+                                   "replaced within the run (restart the run: trainer.resume=true)")
+            self.replacements += 1
+            weights = self._weights
+            try:
+                ray.kill(dead, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+            new = self._spawn()
+            self._wait_ready([new])
+            if weights is not None:  # serve the policy version every other worker serves, before any prompt
+                ray.get(new.load_weights.remote(*weights), timeout=self.cfg.timeout_s)
+            self.workers[index] = new
+        log.warning("rollout worker %d %s: replaced (policy version %s; %d replacement(s) so far)", index, why,
+                    weights[1] if weights else 0, self.replacements)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            handles, self.workers = list(self.workers), []
+        for h in handles:
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+class RolloutError(RuntimeError):
+    """A rollout worker failed and could not be replaced."""

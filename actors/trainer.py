@@ -43,6 +43,10 @@ class TrainerError(RuntimeError):
     """The trainer group could not start or a call on its ranks failed or timed out."""
 
 
+class TrainerDied(TrainerError):
+    """A rank's actor died (killed, OOM, node lost): the group is unusable, `restart` it from a checkpoint."""
+
+
 @ray.remote
 class TrainerRank:
     """Thin Ray shell around one `RankTrainer` (one FSDP rank = one process)."""
@@ -212,16 +216,24 @@ class TrainerGroup:
     def _get(self, refs: list, what: str, timeout_s: float | None = None) -> list:
         """ray.get with the configured timeout; a timeout names the ranks that did not answer."""
         timeout_s = self.cfg.call_timeout_s if timeout_s is None else timeout_s
-        try:
-            return ray.get(refs, timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            _done, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
-            late = sorted(refs.index(ref) for ref in pending)
-            raise TrainerError(
-                f"trainer {what}: call(s) {late} of {len(refs)} (by rank / worker index) did not answer within "
-                f"{timeout_s:g} s (trainer.call_timeout_s / trainer.start_timeout_s). A rank that missed a "
-                "collective leaves the group unusable: shut it down and resume from the latest checkpoint"
-            ) from None
+        # Wait as results come, not in order: a rank that died is reported at once, while the ranks still
+        # alive would sit in a collective with it until the timeout.
+        deadline, pending = time.monotonic() + timeout_s, list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                late = sorted(refs.index(ref) for ref in pending)
+                raise TrainerError(
+                    f"trainer {what}: call(s) {late} of {len(refs)} (by rank / worker index) did not answer within "
+                    f"{timeout_s:g} s (trainer.call_timeout_s / trainer.start_timeout_s). A rank that missed a "
+                    "collective leaves the group unusable: shut it down and resume from the latest checkpoint"
+                )
+            try:
+                ray.get(done[0], timeout=0)
+            except ray.exceptions.RayActorError as e:
+                raise TrainerDied(f"trainer {what}: call {refs.index(done[0])} of {len(refs)} (by rank / worker "
+                                  f"index): its actor died ({type(e).__name__})") from e
+        return ray.get(refs, timeout=0)
 
     def _shards(self, batch) -> list:
         world = len(self.ranks)

@@ -229,7 +229,9 @@ class RolloutConfig(Strict):
     # Ray node label `ray.io/node-group` (a KubeRay worker group name) the replicas must run on; None = any node.
     node_group: Optional[str] = None
     sampling: SamplingConfig = SamplingConfig()
-    timeout_s: float = Field(300.0, gt=0)  # one generate call
+    timeout_s: float = Field(300.0, gt=0)  # one generate call; a worker past it is treated as dead
+    # Workers replaced (died or hung) per run before a rollout failure stops the run (actors/rollout.py).
+    max_replacements: int = Field(4, ge=0)
     # Each rollout becomes an episode: first answer, critic feedback, revised answer (× rounds); GRPO trains
     # the revised turns too, grouped per prompt and round (pipeline/revision.py). 0 = first answers only.
     revision_rounds: int = Field(0, ge=0)
@@ -283,6 +285,16 @@ class LoggingConfig(Strict):
     wandb: WandbConfig = WandbConfig()
 
 
+class ChaosConfig(Strict):
+    """Fault injection (actors/chaos.py): kill actors of these kinds during the run, to prove it survives."""
+
+    kinds: list[Literal["rollout", "render", "reward", "trainer"]] = []  # [] = no faults injected
+    kills_per_kind: int = Field(1, ge=0)
+    first_after_s: float = Field(5.0, ge=0)  # after the stream starts
+    interval_s: float = Field(10.0, gt=0)
+    seed: int = 0
+
+
 class Config(Strict):
     run: RunConfig = RunConfig()
     ray: RayConfig = RayConfig()
@@ -294,6 +306,7 @@ class Config(Strict):
     trainer: TrainerConfig = TrainerConfig()
     stream: StreamConfig = StreamConfig()
     revision: RevisionConfig = RevisionConfig()
+    chaos: ChaosConfig = ChaosConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @property

@@ -99,6 +99,8 @@ class StreamingScheduler:
                 self._threads.append(threading.Thread(target=self._stage_loop, args=(name, fn, self._stage_qs[i], out),
                                                       name=f"{name}-{k}", daemon=True))
         self._next_step = 0
+        self._drawn = 0  # samples the prompts drawn so far will make (prompts × group size)
+        self._delivered = 0  # samples handed out by next_batch
 
     # ----------------------------------------------------------------------------------------- control
     def start(self, first_step: int = 0, trained_versions: int = 0) -> None:
@@ -129,7 +131,9 @@ class StreamingScheduler:
                 wanted = self._groups_of_step.get(step)
                 if wanted is not None and len(self._complete[step]) == len(wanted):
                     del self._groups_of_step[step]
-                    return self._complete.pop(step)
+                    groups = self._complete.pop(step)
+                    self._delivered += sum(len(g) for g in groups)
+                    return groups
             try:
                 work = self._done_q.get(timeout=self.poll_s)
             except queue.Empty:
@@ -145,6 +149,13 @@ class StreamingScheduler:
                 if group is not None:
                     with self._lock:
                         self._complete[work.step].append(group)
+
+    @property
+    def samples_in_flight(self) -> int:
+        """Samples drawn but not yet handed out (in a stage, a queue, or an incomplete group): what a driver
+        that discards this stream (a trainer restart rewinds the loader) drops."""
+        with self._lock:
+            return self._drawn - self._delivered
 
     def queue_depths(self) -> dict[str, int]:
         return {"rollout": self._rollout_q.qsize(),
@@ -204,6 +215,7 @@ class StreamingScheduler:
                 prompts = self.next_prompts()
                 with self._lock:
                     self._groups_of_step[step] = {p.prompt_id for p in prompts}
+                    self._drawn += len(prompts) * self.group_size
                 for p in prompts:
                     self._assembler.expect(p.prompt_id, self.group_size)
                 for start in range(0, len(prompts), self.chunk_size):

@@ -307,3 +307,80 @@ def test_second_ctrl_c_aborts_fast_without_leaving_processes(tmp_path, caches):
     assert "aborted without saving" in log
     assert not _survivors(tree, proc.pid)
     print(f"double Ctrl-C: exited {stop_s:.1f} s after the second signal")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Faults: a run survives actor deaths, and a driver killed with -9 resumes where it stood
+# ---------------------------------------------------------------------------------------------------------
+def _expected_order(caches: list[str], steps: int, *overrides: str) -> list[list[str]]:
+    """The prompts the loader gives each step: what any run of this config must train on, faults or not."""
+    from pipeline.config import load_config
+    from pipeline.dataloader import PromptLoader
+    from pipeline.datasets import prepare_datasets
+
+    cfg = load_config(None, ["data.synth_eval_per_task=0", *caches, *overrides])
+    train, _ = prepare_datasets(cfg.data)
+    loader = PromptLoader(train, cfg.data.prompts_per_step, seed=cfg.run.seed)
+    return [sorted(p.prompt_id for p in loader.next_batch()) for _ in range(steps)]
+
+
+def _trained_order(run_dir: Path) -> dict[int, list[str]]:
+    """Step → the prompts its update trained on, the last time it ran (a rewound step runs again)."""
+    records = map(json.loads, (run_dir / "data_order.jsonl").read_text().splitlines())
+    return {r["step"]: r["prompts"] for r in records}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_chaos_run_survives_a_kill_of_every_actor_kind_and_accounts_for_every_sample(tmp_path, caches):
+    """A thread kills one rollout worker, one render actor, one reward replica and the trainer rank during the
+    run. The run reaches total_steps with the final policy version = total_steps, trains each step on the
+    prompts the loader gives it, and every drawn sample is trained on (scored, or excluded with a reason) or
+    dropped by the trainer's rewind to its checkpoint (counted) or still in flight at the end (counted)."""
+    run_dir = tmp_path / "runs" / "chaos"
+    run_dir.parent.mkdir(parents=True)
+    steps, prompts, n = 8, 2, 2
+    overrides = [f"data.prompts_per_step={prompts}", f"rollout.sampling.n={n}"]
+    proc = _run(run_dir, caches, f"run.total_steps={steps}", *overrides, "trainer.save_every_steps=2",
+                "trainer.micro_batch_size_per_device=4", "chaos.kinds=[rollout,render,reward,trainer]",
+                "chaos.first_after_s=2", "chaos.interval_s=4", "chaos.seed=1", timeout=E2E_TIMEOUT_S - 300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    faults = json.loads((run_dir / "faults.json").read_text())
+    print("chaos:", json.dumps(faults, sort_keys=True))
+    assert faults["chaos/kills"] == {"rollout": 1, "render": 1, "reward": 1, "trainer": 1}, faults
+    # survived, each by its own mechanism
+    assert faults["infra/trainer_restarts"] == 1
+    assert faults["infra/rollout_replacements"] >= 1
+    assert faults["infra/render_replacements"] >= 1
+    assert faults["infra/reward_replacements"] >= 1
+    records = _step_records(run_dir)
+    assert records[-1]["train/version"] == steps and records[-1]["step"] == steps - 1
+    assert _trained_order(run_dir) == dict(enumerate(_expected_order(caches, steps, *overrides)))
+    last = {r["step"]: r for r in records}  # the records of the updates the final policy is made of
+    for r in last.values():
+        assert r["samples/scored"] + r["samples/excluded"] == r["samples/samples"] == prompts * n, r
+    trained = sum(r["samples/samples"] for r in records)  # every step that ran, rewound ones included
+    assert faults["samples/drawn"] == (trained + faults["infra/discarded_samples"]
+                                       + faults["samples/unconsumed_at_end"]), faults
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_kill_9_of_the_driver_mid_run_then_resume_ends_at_the_same_step_and_data_order(tmp_path, caches):
+    run_dir = tmp_path / "runs" / "kill9"
+    run_dir.parent.mkdir(parents=True)
+    steps = 5
+    proc, log_path = _start(run_dir, caches, f"run.total_steps={steps}", "trainer.save_every_steps=1")
+    try:
+        _wait_for_step(proc, run_dir, log_path, step=1, timeout_s=900)  # step 2's update or checkpoint next
+        os.killpg(proc.pid, signal.SIGKILL)  # driver, Ray and actors at once: nothing gets to clean up
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    resumed = _run(run_dir, caches, f"run.total_steps={steps}", "trainer.save_every_steps=1", "trainer.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"resumed from step {latest.removeprefix('step_')}" in resumed.stderr
+    assert _step_records(run_dir)[-1]["train/version"] == steps
+    assert _trained_order(run_dir) == dict(enumerate(_expected_order(caches, steps)))

@@ -125,6 +125,9 @@ class ReplicasConfig(Strict):
     max_request_attempts: int = Field(3, ge=1)  # a request whose replica died/timed out is retried elsewhere
     health_timeout_s: float = Field(30.0, gt=0)
     max_replacements: int = Field(8, ge=0)  # replicas replaced over the pool's lifetime before giving up
+    # A replica whose requests came back with every judgement an engine error this many times in a row has a
+    # dead engine inside a live process: its health check fails and it is replaced (actors/reward.py).
+    engine_dead_after: int = Field(3, ge=1)
 
 
 class TermConfig(Strict):

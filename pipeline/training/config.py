@@ -89,3 +89,6 @@ class TrainerConfig(Strict):
     keep_checkpoints: int | None = Field(None, ge=1)
     # Resume from <run_dir>/checkpoints/latest when there is one.
     resume: bool = True
+    # A rank that dies or hangs mid-run: the driver restarts the whole group from the latest checkpoint (the
+    # stream rewinds to its loader position) at most this many times per run; one more failure ends the run.
+    max_restarts: int = Field(2, ge=0)
