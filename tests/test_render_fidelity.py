@@ -281,3 +281,26 @@ def test_size_limits_are_per_kind_from_config(chart):
         assert roomy.render(long_chart + "import matplotlib.pyplot as plt\nplt.plot([1, 2])").ok
     finally:
         roomy.close()
+
+
+def test_benchmark_corpus_mode(tmp_path, capsys):
+    """`benchmarks/render.py --corpus DIR`: every file rendered by kind, compared with the plain way."""
+    import json
+
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "line.py").write_text(P + "plt.plot([1, 3, 2])\nplt.title('corpus')\nplt.savefig('x.png', dpi=200)\n")
+    (corpus / "sub" / "dot.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+                                            '<circle cx="10" cy="10" r="8" fill="teal"/></svg>')
+    (corpus / "t.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (corpus / "bad.py").write_text("1 / 0\n")
+    (corpus / "notes.txt").write_text("ignored")
+    out = tmp_path / "rows.json"
+    _benchmark().run_corpus(str(corpus), str(out), None)
+    rows = {Path(r["file"]).name: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"line.py", "dot.svg", "t.md", "bad.py"}
+    assert rows["bad.py"]["failure"] == "runtime_error"
+    for name in ("line.py", "dot.svg", "t.md"):
+        assert rows[name]["ok"] and rows[name]["mean_abs_diff"] < 4.0, rows[name]
+    printed = capsys.readouterr().out
+    assert "chart" in printed and "50.0%" in printed and "runtime_error 1" in printed
