@@ -39,6 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "on the cluster and exit: 0 if it fits, 3 if not (no Ray, no actors)")
     parser.add_argument("--cluster", default=None, help="KubeRay RayCluster/RayJob manifest for --dry-run "
                         "(default: the one the preset names in its `# cluster:` header line)")
+    parser.add_argument("--print-config", action="store_true", help="print the fully resolved config (YAML: "
+                        "defaults, preset and overrides) and exit")
     parser.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
     return parser.parse_args(argv)
 
@@ -50,18 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        from pipeline.config import dump_resolved
+
+        print(dump_resolved(cfg, args.config or "configs/default.yaml"), end="")
+        return 0
     if args.dry_run:
         from pipeline.placement import dry_run
 
         code, report = dry_run(cfg, args.config, args.cluster, REPO_ROOT)
         print(report, file=sys.stdout if code == 0 else sys.stderr)
         return code
+    from pipeline import console
+
+    policy = console.setup(cfg.logging.progress)  # before the logging handler: it writes through the filter
     setup_console_logging(cfg.logging.level)
     try:
         return run(cfg)
     except ConfigError as e:  # raised by components that check their settings at start-up
         log.error("config error: %s", e)
         return 2
+    finally:
+        policy.restore()
 
 
 def run(cfg: Config) -> int:

@@ -115,3 +115,15 @@ def test_ray_job_submit_runs_main_on_a_started_head(tmp_path, run_caches):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_print_config_prints_the_resolved_config_and_exits_0(capsys):
+    import yaml
+
+    from pipeline.main import main
+
+    assert main(["--print-config", "run.total_steps=7", "chaos.kinds=[render]"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["run"]["total_steps"] == 7 and printed["chaos"]["kinds"] == ["render"]
+    assert printed["rollout"]["max_replacements"] == 4  # defaults appear too, not only what the YAML sets
+    assert main(["--print-config", "run.no_such_key=1"]) == 2
