@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.critic.config import JudgementLimits
+from pipeline.critic.config import FORMAT_NAMES, JudgementLimits, builtin_format
 from pipeline.critic.dataset import CriticDataError, make_row, read_examples, write_dataset
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.schema import CATEGORIES, fit_text, schema_json, serialize_answer
@@ -33,20 +33,57 @@ def _edit_labels(task: str, n: int) -> list[list[dict]]:
     return out
 
 
+@pytest.mark.parametrize("name", FORMAT_NAMES)
 @pytest.mark.parametrize("task", list(CATEGORIES))
-def test_edit_labels_round_trip_through_the_answer_schema(task):
+def test_edit_labels_round_trip_through_the_answer_schema(task, name):
+    fmt = builtin_format(name, task)
     labels = _edit_labels(task, 40)
     assert len(labels) >= 30
     for errors in labels:
-        answer = serialize_answer(task, errors, LIMITS)
-        judgement = parse_judgement(answer, task, LIMITS)
+        answer = serialize_answer(task, errors, LIMITS, fmt)
+        judgement = parse_judgement(answer, task, LIMITS, fmt=fmt)
         assert judgement.valid, (judgement.reason, answer)
         assert judgement.counts_consistent
         (got,) = judgement.errors
         want = errors[0]
         assert (got["category"], got["severity"]) == (want["category"], want["severity"])
-        assert got["location"] == fit_text(want["location"], LIMITS.max_location_chars)
-        assert got["description"] == fit_text(want["description"], LIMITS.max_description_chars)
+        if fmt.has_location:
+            assert got["location"] == fit_text(want["location"], LIMITS.max_location_chars)
+            assert got["description"] == fit_text(want["description"], LIMITS.max_description_chars)
+        else:  # released tables: no location field, it leads the description
+            assert got["location"] == ""
+            assert got["description"] == fit_text(f"{want['location']}: {want['description']}",
+                                                  LIMITS.max_description_chars)
+        # An answer in one format is refused under the other (the parser follows the configured format).
+        other = builtin_format("ours" if name == "released" else "released", task)
+        assert not parse_judgement(answer, task, LIMITS, fmt=other).valid
+
+
+@pytest.mark.parametrize("task", list(CATEGORIES))
+def test_data_engine_labels_parse_under_the_released_format_they_claim(task):
+    """`visual_erm_answer` (pipeline/data/edits) writes the targeted-edit sets' ground truth "as Visual-ERM
+    is trained to output" — the released model's format. Under that format it parses, and says the labels."""
+    from pipeline.data.edits import EditLabel, visual_erm_answer
+
+    fmt = builtin_format("released", task)
+    wide = JudgementLimits()  # visual_erm_answer does not fit texts to limits: the serving defaults
+    n = 0
+    for i in range(30):
+        rng = item_rng(0, f"critic-data-test/{task}", i)
+        code, _ = generate_program(task, rng, "html" if task == "table" else "mixed")
+        try:
+            _, label = propose_edit(task, code, rng)
+        except EditNotApplicable:
+            continue
+        labels = [label, EditLabel(CATEGORIES[task][0], 1, "top left", "slightly off", "hand")]
+        answer = json.dumps(visual_erm_answer(task, labels))
+        judgement = parse_judgement(answer, task, wide, fmt=fmt)
+        assert judgement.valid and judgement.counts_consistent, (judgement.reason, answer)
+        assert [(e["category"], e["severity"]) for e in judgement.errors] == [
+            (lab.category, lab.severity) for lab in labels]
+        assert not parse_judgement(answer, task, wide).valid  # not our format
+        n += 1
+    assert n >= 20
 
 
 def test_fit_text_keeps_answers_inside_the_free_text_rule():
@@ -68,11 +105,12 @@ def test_training_answers_are_accepted_by_the_serving_grammar(policy_dir):
 
     tokenizer = load_processor(policy_dir).tokenizer
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))
-    for task in CATEGORIES:
-        grammar = compiler.compile_json_schema(schema_json(task, LIMITS), any_whitespace=False,
+    for task, name in [(t, n) for t in CATEGORIES for n in FORMAT_NAMES]:
+        fmt = builtin_format(name, task)
+        grammar = compiler.compile_json_schema(schema_json(task, LIMITS, fmt), any_whitespace=False,
                                                separators=(",", ":"))
-        answers = [serialize_answer(task, e, LIMITS) for e in _edit_labels(task, 12)]
-        answers.append(serialize_answer(task, [], LIMITS))  # "nothing is wrong"
+        answers = [serialize_answer(task, e, LIMITS, fmt) for e in _edit_labels(task, 12)]
+        answers.append(serialize_answer(task, [], LIMITS, fmt))  # "nothing is wrong"
         for answer in answers:
             matcher = xgr.GrammarMatcher(grammar)
             assert matcher.accept_string(answer), answer
@@ -106,6 +144,26 @@ def test_written_set_reads_back_with_its_answers(tmp_path):
     svg = next(e for e in examples if e.task == "svg")
     assert svg.errors == [] and json.loads(svg.answer)["errors"] == []
     assert [e.id for e in read_examples(tmp_path, LIMITS, sources=["clean"])] == [svg.id]
+
+
+def test_a_set_in_the_released_format_reads_back_under_its_manifest(tmp_path):
+    fmt = builtin_format("released", "table")
+    rows = [make_row(task="table", source="edit", teacher="edit-engine", index=i, split="t", seed=0,
+                     reference=_png("white"), rendering=_png("red"), limits=LIMITS, answer_format=fmt,
+                     errors=[{"category": "numeric", "severity": 3, "location": "row 2", "description": f"9 {i}"}])
+            for i in range(2)]
+    assert json.loads(rows[0]["answer"]) == {"layout_error_count": 0, "text_error_count": 0,
+                                             "numeric_error_count": 1, "errors": [
+                                                 {"type": "numeric_error", "description": "row 2: 9 0", "severity": 3}]}
+    manifest = write_dataset(rows, tmp_path, LIMITS, answer_formats={"table": fmt})
+    assert manifest["answer_formats"]["table"]["category_key"] == "type"
+    examples = read_examples(tmp_path, LIMITS)
+    assert [e.errors for e in examples if e.id.endswith("/0")] == [
+        [{"category": "numeric", "severity": 3, "location": "", "description": "row 2: 9 0"}]]
+    # The same answers declared as ours fail, naming the row and the format.
+    write_dataset(rows, tmp_path / "wrong", LIMITS)
+    with pytest.raises(CriticDataError, match="answer format"):
+        read_examples(tmp_path / "wrong", LIMITS)
 
 
 def _corrupt(tmp_path, edit):

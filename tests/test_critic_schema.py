@@ -76,6 +76,68 @@ def test_schema_and_pydantic_model_accept_and_reject_the_same_documents(task):
         assert not j.valid and j.reason.startswith("schema:"), (name, j.reason)
 
 
+def _released(task, doc):
+    """Our-format document → the released model's shape, by hand (counts first as <name>_error_count fields,
+    `_error` suffixes; tables `type`, no location, order type/description/severity). Malformed parts carry
+    over as they are, so a bad document stays bad."""
+    if not isinstance(doc, dict):
+        return doc
+    out = {}
+    counts = doc.get("counts")
+    if isinstance(counts, dict):
+        out.update({f"{c}_error_count": n for c, n in counts.items()})
+    errors = doc.get("errors")
+    if isinstance(errors, list):
+        conv = []
+        for e in errors:
+            e = dict(e)
+            if isinstance(e.get("category"), str):
+                e["category"] += "_error"
+            if task == "table":  # no location in the released table format
+                e["type"] = e.pop("category")
+                e.pop("location", None)
+            conv.append(e)
+        errors = conv
+    out["errors"] = errors
+    out.update({k: v for k, v in doc.items() if k not in ("errors", "counts")})
+    if "errors" not in doc:
+        del out["errors"]
+    return out
+
+
+@pytest.mark.parametrize("task", list(CATEGORIES))
+def test_released_format_schema_and_model_agree(task):
+    from pipeline.critic.config import builtin_format
+
+    fmt = builtin_format("released", task)
+    schema = json_schema(task, LIMITS, fmt)
+    assert list(schema["properties"])[-1] == "errors"  # counts first
+    assert list(schema["properties"]["errors"]["items"]["properties"]) == (
+        ["type", "description", "severity"] if task == "table" else
+        ["category", "severity", "location", "description"])
+    validator = jsonschema.Draft202012Validator(schema)
+    model = judgement_model(task, LIMITS, fmt)
+    good = [_released(task, _doc(task)), _released(task, _doc(task, errors=[]))]
+    for doc in good:
+        assert validator.is_valid(doc), doc
+        model.model_validate(doc)
+        j = parse_judgement(json.dumps(doc), task, LIMITS, fmt=fmt)
+        assert j.valid and j.counts_consistent and {e["category"] for e in j.errors} <= set(CATEGORIES[task])
+    # Faults in the location text do not exist where there is no location field.
+    skip = {"location too long", "backslash in text", "C1 control in text"} if task == "table" else set()
+    for name, doc in _bad_docs(task).items():
+        if name in skip:
+            continue
+        doc = _released(task, doc)
+        assert not validator.is_valid(doc), (name, doc)
+        with pytest.raises(ValidationError):
+            model.model_validate(doc)
+        assert not parse_judgement(json.dumps(doc), task, LIMITS, fmt=fmt).valid, name
+    # Our format's answer is not the released one's, and vice versa.
+    assert not validator.is_valid(_doc(task))
+    assert not parse_judgement(json.dumps(good[0]), task, LIMITS).valid
+
+
 def test_categories_match_the_evaluation_and_the_paper():
     assert CATEGORIES == {"chart": ("structure", "data", "text", "style"), "table": ("layout", "text", "numeric"),
                           "svg": ("structure", "shape", "style", "text_symbol")}
@@ -155,11 +217,22 @@ def test_config_defaults_are_the_papers_and_mistakes_are_rejected():
     for task in ("chart", "svg"):
         s = cfg.sampling(task)
         assert (s.temperature, s.top_p, s.top_k, s.presence_penalty, s.max_new_tokens) == (0.7, 0.8, 20, 1.5, 4096)
-    assert cfg.sampling("table").temperature == 0.0
-    assert cfg.max_image_side == 1024 and cfg.max_attempts == 3  # official: 2 retries
+    t = cfg.sampling("table")  # table_parse_rm_v2.py: greedy, repetition penalty 1.05, 8192 tokens
+    assert (t.temperature, t.repetition_penalty, t.max_new_tokens) == (0.0, 1.05, 8192)
+    assert cfg.max_image_side == 1024 and cfg.max_attempts is None
+    assert (cfg.attempts("chart"), cfg.attempts("svg"), cfg.attempts("table")) == (2, 2, 1)
     f = cfg.formula
-    assert [t.name for t in f.terms] == ["visual_erm_paper", "render_success"]
+    assert [t.name for t in f.terms] == ["visual_erm_official", "render_success"]
     assert (f.official_max_severity, f.invalid_severity, f.table_failure_reward) == (50.0, 25.0, -4.0)
+    assert (f.invalid_judgement, f.blank_rule) == ("official", "official")
+    # A partial table section keeps the table defaults it does not name.
+    partial = RewardConfig.model_validate({"tasks": {"table": {"answer_format": "released"}}})
+    assert partial.sampling("table") == t and partial.attempts("table") == 1
+    assert partial.answer_format("table").category_key == "type"
+    with pytest.raises(ValidationError, match="prompt_file"):
+        RewardConfig.model_validate({"tasks": {"chart": {"prompt_file": "/nonexistent/prompt.txt"}}})
+    with pytest.raises(ValidationError, match="answer format file"):
+        RewardConfig.model_validate({"tasks": {"chart": {"answer_format": "/nonexistent/format.yaml"}}})
     with pytest.raises(ValidationError, match="endpoints"):
         RewardConfig(backend="openai")
     with pytest.raises(ValidationError, match="extra"):

@@ -1,6 +1,6 @@
-"""Reward formulas against hand-computed values: Visual-ERM paper form (batch-normalised severity), official
-code form (fixed max severity 50; tables −S / −4), render term, failure rules, invalid judgements, weights,
-and the baselines (SSIM, pixel MSE, TEDS, code edit distance, embedding similarity)."""
+"""Reward formulas against hand-computed values: the official code form (the default: fixed max severity 50;
+tables −S / −4), the batch-normalised "paper" form (an option), render term, failure rules, invalid
+judgements, weights, and the baselines (SSIM, pixel MSE, TEDS, code edit distance, embedding similarity)."""
 
 import json
 
@@ -43,15 +43,20 @@ def _judgement(task, severities):
 
 
 INVALID = Judgement.failed("chart", "not_json", raw="no idea", attempts=3)
+# The batch-normalised form with the rules these tests were written for (before the official defaults).
+PAPER = {"formula": {"terms": [{"name": "visual_erm_paper"}, {"name": "render_success"}],
+                     "invalid_judgement": "fixed_severity", "blank_rule": "tolerance"}}
 
 
 def _run(cfg, samples, judgements):
     fn = RewardFunction(cfg)
-    ok = [i for i, s in enumerate(samples) if precheck(s) is None]
+    f = cfg.formula
+    failures = [precheck(s, f.blank_tolerance, f.blank_rule) for s in samples]
+    ok = [i for i, fail in enumerate(failures) if fail is None]
     partials = fn.measure([samples[i] for i in ok], [judgements[i] for i in ok])
     from pipeline.rewards import Partial
 
-    all_partials = [Partial(uid=s.uid, failure=precheck(s)) for s in samples]
+    all_partials = [Partial(uid=s.uid, failure=fail) for s, fail in zip(samples, failures)]
     for i, p in zip(ok, partials):
         all_partials[i] = p
     stats = fn.finalize(samples, all_partials)
@@ -74,7 +79,7 @@ def _batch():
 
 
 def test_paper_form_normalises_by_the_task_batch_max_and_applies_failure_rules():
-    cfg = RewardConfig()  # defaults: visual_erm_paper + render_success, invalid → S = 25
+    cfg = RewardConfig.model_validate(PAPER)  # visual_erm_paper + render_success, invalid → S = 25
     samples, judgements = _batch()
     rewards, stats = _run(cfg, samples, judgements)
     # charts: S = 0, 3, 6, 25 → max 25 → 1 + (1 − S/25)
@@ -100,7 +105,7 @@ def test_paper_form_normalises_by_the_task_batch_max_and_applies_failure_rules()
 
 
 def test_paper_form_normalises_each_task_separately_and_all_perfect_batch():
-    cfg = RewardConfig()
+    cfg = RewardConfig.model_validate(PAPER)
     samples = [_sample("chart", 0), _sample("chart", 1), _sample("svg", 2), _sample("svg", 3)]
     judgements = [_judgement("chart", [3]), _judgement("chart", [1]), _judgement("svg", []),
                   _judgement("svg", [])]
@@ -108,17 +113,19 @@ def test_paper_form_normalises_each_task_separately_and_all_perfect_batch():
     assert rewards == pytest.approx([1.0, 1 + (1 - 1 / 3), 2.0, 2.0])
 
 
-def test_official_form_fixed_max_severity_and_table_rules():
-    cfg = RewardConfig.model_validate({"formula": {"terms": [
-        {"name": "visual_erm_official"}, {"name": "render_success", "tasks": ["chart", "svg"]}]}})
+def test_official_form_is_the_default_fixed_max_severity_and_table_rules():
+    cfg = RewardConfig()
+    assert [(t.name, t.tasks) for t in cfg.formula.terms] == [("visual_erm_official", None),
+                                                              ("render_success", ["chart", "svg"])]
     samples, judgements = _batch()
     rewards, _ = _run(cfg, samples, judgements)
-    expected = [2.0, 1 + (1 - 3 / 50), 1 + (1 - 6 / 50), 1 + (1 - 25 / 50),
+    expected = [2.0, 1 + (1 - 3 / 50), 1 + (1 - 6 / 50), 1 + (1 - 25 / 50),  # invalid chart: S = 25
                 -2.0,  # table: −S, no render term
                 2.0,
-                0.0, 0.0, 0.0, 0.0,  # chart failures → 0
-                -4.0, -4.0]  # table failures (blank, no code) → −4
+                0.0, 0.0, 0.0, 0.0,  # chart failures → 0 (the white rendering is blank)
+                -4.0, -4.0]  # table: grey page (judged officially, here without a judgement), no code → −4
     assert rewards == pytest.approx(expected)
+    assert samples[10].failure == "reward:visual_erm_official:no_judgement"  # not blank under the official rule
     # S ≥ 50 is clipped at 0 (plus the render term).
     big = [_sample("chart", 0)]
     rewards, _ = _run(cfg, big, [_judgement("chart", [3] * 20)])
@@ -126,7 +133,7 @@ def test_official_form_fixed_max_severity_and_table_rules():
 
 
 def test_invalid_judgement_rule_fail_gives_the_failure_reward_with_its_reason():
-    cfg = RewardConfig.model_validate({"formula": {"invalid_judgement": "fail"}})
+    cfg = RewardConfig.model_validate({"formula": {**PAPER["formula"], "invalid_judgement": "fail"}})
     samples, judgements = _batch()
     rewards, stats = _run(cfg, samples, judgements)
     # The invalid chart now fails (0) and leaves the batch: charts S = 0, 3, 6 → max 6.
@@ -191,13 +198,23 @@ def test_edit_similarity_by_hand():
 
 def test_failure_rule_edge_cases():
     nearly_white = WHITE.copy()
-    nearly_white[5, 5] = (252, 253, 251)  # within the tolerance of 2 → still blank
-    assert precheck(_sample("chart", 0, rendered_image=nearly_white)) == "blank_image"
+    nearly_white[5, 5] = (252, 253, 251)  # within the tolerance of 2 → blank under "tolerance"
+    assert precheck(_sample("chart", 0, rendered_image=nearly_white), 2, "tolerance") == "blank_image"
+    # Official rule: every grayscale pixel 255 (PIL "L": (252, 253, 251) → 253 is not white, (255, 255, 254)
+    # rounds to 255 and is).
+    assert precheck(_sample("chart", 0, rendered_image=nearly_white)) is None
+    whiteish = WHITE.copy()
+    whiteish[5, 5] = (255, 255, 254)
+    assert precheck(_sample("svg", 0, rendered_image=whiteish)) == "blank_image"
+    assert precheck(_sample("table", 0, rendered_image=WHITE.copy())) is None  # tables: no blank check
+    black = np.zeros((4, 4, 3), np.uint8)
+    assert precheck(_sample("chart", 0, rendered_image=black)) is None  # one colour, but not white
     dot = WHITE.copy()
     dot[5, 5] = (0, 0, 0)  # one dark pixel is content
-    assert precheck(_sample("chart", 0, rendered_image=dot)) is None
+    assert precheck(_sample("chart", 0, rendered_image=dot), 2, "tolerance") is None
     assert precheck(_sample("chart", 0, rendered_image=b"\x89PNG garbage")).startswith("bad_input:")
-    assert precheck(_sample("chart", 0, rendered_image=np.zeros((4, 4), np.float32))) == "blank_image"
+    assert precheck(_sample("chart", 0, rendered_image=np.zeros((4, 4), np.float32)), 2,
+                    "tolerance") == "blank_image"
     assert precheck(_sample("chart", 0, rendered_image=None)) == "render_failure:no_image"
 
 
@@ -221,7 +238,7 @@ class ScriptedBackend(RewardBackend):
 
 
 def test_invalid_answers_are_retried_then_counted():
-    cfg = RewardConfig()  # max_attempts 3
+    cfg = RewardConfig.model_validate({**PAPER, "max_attempts": 3})
     good = json.dumps({"errors": [], "counts": {c: 0 for c in CATEGORIES["chart"]}})
     backend = ScriptedBackend(cfg, [good, "not json", "{\"errors\": 5}",  # attempt 1: ok, bad, bad
                                     "still not json", good,  # attempt 2: pair 2 bad again, pair 3 ok
@@ -286,7 +303,7 @@ def test_embedding_reward_with_a_tiny_random_encoder(tmp_path):
 def test_engine_errors_exclude_the_sample_instead_of_scoring_it():
     """An answer the critic never produced (engine error) is an infrastructure failure: excluded, no reward,
     no part in the batch maximum; an invalid answer it did produce still costs S = invalid_severity."""
-    cfg = RewardConfig.model_validate({"max_attempts": 1})
+    cfg = RewardConfig.model_validate({**PAPER, "max_attempts": 1})
     good = json.dumps({"errors": [{"category": "data", "severity": 3, "location": "bar 1", "description": "short"}],
                        "counts": {"structure": 0, "data": 1, "text": 0, "style": 0}})
     clean = json.dumps({"errors": [], "counts": {c: 0 for c in CATEGORIES["chart"]}})
@@ -309,3 +326,60 @@ def test_a_crashed_renderer_is_excluded_but_the_policys_render_errors_are_scored
     assert crashed.excluded == "render_crashed" and rewards[0] is None
     assert syntax.excluded is None and rewards[1] == 0.0 and syntax.failure == "reward:render_failure:syntax_error"
     assert stats["excluded"] == 1 and stats["failed"] == 1
+
+
+def test_official_attempts_two_for_charts_one_for_tables():
+    """omnirender_rm_v3.py: get_reward_from_rm(retry=2) asks at most twice, then S = 25; table_parse_rm_v2.py
+    asks once."""
+    cfg = RewardConfig()
+    assert (cfg.attempts("chart"), cfg.attempts("svg"), cfg.attempts("table")) == (2, 2, 1)
+    backend = ScriptedBackend(cfg, ["no", "no", "no"])  # chart attempt 1, table attempt 1, chart attempt 2
+    samples = [_sample("chart", 0), _sample("table", 1)]
+    RewardScorer(cfg, backend=backend).score(samples)
+    assert backend.calls == [("chart", 1, 1), ("chart", 1, 2), ("table", 1, 1)]
+    assert [s.reward for s in samples] == pytest.approx([1 + (1 - 25 / 50), -4.0])
+
+
+def test_table_failure_reward_is_minus_4_in_every_failure_path():
+    """Official tables (table_parse_rm_v2.py: compute_score): −S, and −4 whatever went wrong in its one call.
+    Every way our pipeline can fail a table sample that the policy is to blame for ends at −4; an
+    infrastructure failure (a crashed renderer, an engine that gave no answer) is excluded from the update
+    instead (reward None, `infrastructure_failure`), never scored."""
+    cfg = RewardConfig()
+    ok = json.dumps({"errors": [{"category": "numeric", "severity": 2, "location": "r1", "description": "x"}],
+                     "counts": {"layout": 0, "text": 0, "numeric": 1}})
+    script = [ok, "not json", '{"errors": 5}', '{"counts": {}}', "", RawAnswer(text="{\"err", finish_reason="length"),
+              RawAnswer(error="backend:RuntimeError: engine died")]
+    judged = [_sample("table", i) for i in range(len(script))]
+    unjudged = [_sample("table", 20, code=None), _sample("table", 21, code="  \n"),
+                _sample("table", 22, rendered_image=None, render_error="timeout"),
+                _sample("table", 23, rendered_image=None, render_error="syntax_error"),
+                _sample("table", 24, rendered_image=None),
+                _sample("table", 25, rendered_image=b"not an image"),
+                _sample("table", 26, rendered_image=None, render_error="crashed")]
+    backend = ScriptedBackend(cfg, script)
+    samples = judged + unjudged
+    RewardScorer(cfg, backend=backend).score(samples)
+    assert [c[2] for c in backend.calls] == [1]  # one call, no retry
+    assert judged[0].reward == pytest.approx(-2.0)  # −S
+    failed = judged[1:6] + unjudged[:6]
+    assert [s.reward for s in failed] == [-4.0] * len(failed), [(s.failure, s.reward) for s in failed]
+    assert all(s.failure for s in failed)
+    # not JSON, `errors` not a list, no `errors` (official: KeyError → −4), empty, cut off at max tokens
+    assert [s.failure.split(":")[1:3] for s in judged[1:6]] == [
+        ["invalid_judgement", "not_json"], ["invalid_judgement", "schema"], ["invalid_judgement", "schema"],
+        ["invalid_judgement", "empty"], ["invalid_judgement", "truncated"]]
+    # Not the policy's doing: excluded, no reward (the engine gave no answer; the renderer crashed).
+    assert judged[6].reward is None and judged[6].excluded.startswith("critic:")
+    assert unjudged[6].reward is None and unjudged[6].excluded == "render_crashed"
+    # Under the blank rule "tolerance" a blank table is a failure too: −4.
+    tol = RewardConfig.model_validate({"formula": {"blank_rule": "tolerance"}})
+    grey = _sample("table", 30, rendered_image=np.full((32, 32, 3), 128, np.uint8))
+    RewardScorer(tol, backend=ScriptedBackend(tol, [])).score([grey])
+    assert grey.reward == -4.0 and grey.failure == "reward:blank_image"
+    # Invalid judgements under every rule give −4 on tables ("fixed_severity" gives −25: S = 25, as asked).
+    for rule, expected in (("official", -4.0), ("fail", -4.0), ("fixed_severity", -25.0)):
+        c = RewardConfig.model_validate({"formula": {"invalid_judgement": rule}})
+        t = _sample("table", 31)
+        RewardScorer(c, backend=ScriptedBackend(c, ["nope"])).score([t])
+        assert t.reward == expected, rule

@@ -1,43 +1,54 @@
 """Configuration of the reward service (`reward:` in the run config).
 
 The lead wires `RewardConfig` into `pipeline.config.Config` as `reward:`; until then the CLI reads the
-`reward:` section of a YAML preset itself. Defaults are the Visual-ERM paper's settings. Examples:
+`reward:` section of a YAML preset itself. Defaults follow the official release (InternLM/Visual-ERM,
+rl_scripts/reward_func/*): its reward formula, attempts, blank rule and sampling; the answer format, message
+layout and prompt are ours unless a task says otherwise. Examples:
 
-    reward:                                   # paper form, HF backend, 2 CPU replicas
+    reward:                                   # official form (the default), HF backend, 2 CPU replicas
       backend: hf
       actors: {replicas: 2, num_cpus: 1}
       batching: {max_batch: 16, max_wait_ms: 50}
 
-    reward:                                   # official-code form, Visual-ERM behind two `vllm serve`s
-      backend: openai
+    reward:                                   # the public Visual-ERM-8B behind two `vllm serve`s, in its
+      backend: openai                         # own answer format, layout and prompt (its authors' text)
       openai:
         model: visual-erm-8b
         endpoints: [{base_url: "http://rm-0:8000/v1"}, {base_url: "http://rm-1:8000/v1"}]
-      formula:
-        terms: [{name: visual_erm_official}, {name: render_success, tasks: [chart, svg]}]
+      tasks:
+        chart: {answer_format: released, layout: released, prompt_file: /prompts/chart.txt}
 
-    reward:                                   # a baseline mix
+    reward:                                   # the batch-normalised form, and a baseline mix
+      formula:
+        terms: [{name: visual_erm_paper}, {name: render_success}]
+    reward:
       formula:
         terms: [{name: ssim, weight: 0.5}, {name: teds, weight: 1.0}, {name: render_success}]
 """
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import Field, model_validator
 
 from pipeline.schema import Strict
 
 
 class RMSamplingConfig(Strict):
-    """Sampling of the reward model for one task (paper: charts/SVG T 0.7, top_p 0.8, top_k 20, presence 1.5;
-    tables greedy; up to 4096 new tokens)."""
+    """Sampling of the reward model for one task (official code, rl_scripts/reward_func/omnirender_rm_v3.py:
+    charts/SVG T 0.7, top_p 0.8, top_k 20, presence 1.5, ≤ 4096 new tokens; table_parse_rm_v2.py: tables
+    greedy, repetition penalty 1.05, ≤ 8192 new tokens)."""
 
     temperature: float = Field(0.7, ge=0)  # 0 = greedy
     top_p: float = Field(0.8, gt=0, le=1)
     top_k: int = Field(20, ge=0)  # 0 = off
     presence_penalty: float = 1.5
+    repetition_penalty: float = Field(1.0, gt=0)  # 1 = off (HF / vLLM multiplicative penalty)
     max_new_tokens: int = Field(4096, ge=16)
 
 
@@ -50,18 +61,153 @@ class JudgementLimits(Strict):
     max_description_chars: int = Field(400, ge=1)
 
 
+ErrorField = Literal["category", "severity", "location", "description"]
+
+
+class AnswerFormat(Strict):
+    """The shape of one critic answer: field names, category spelling, count fields and key order.
+
+    The parsed judgement is the same whatever the format (errors {category, severity, location,
+    description} with the bare category names of `schema.CATEGORIES`, counts by bare category); the format
+    decides what the constrained decoder admits, what the parser accepts and what critic SFT targets say.
+    Built-ins (`answer_format: ours | released`):
+      ours      {"errors": [{"category": "data", "severity": 2, "location": ..., "description": ...}],
+                 "counts": {"structure": 0, "data": 1, ...}}
+      released  the public Visual-ERM checkpoint's (prompts in the official rl_scripts/reward_func/
+                reward_utils.py and table_parse_rm_v2.py): {"structure_error_count": 0, ..., "errors":
+                [{"category": "data_error", "severity": 2, "location": ..., "description": ...}]}; tables
+                name the field `type`, give no `location` and order {type, description, severity}.
+    """
+
+    category_key: str = Field("category", min_length=1)  # the error's category field ("type" for released tables)
+    category_suffix: str = ""  # written after the bare category name ("_error" in the released format)
+    # The fields of one error, in order; `location` may be left out (its text then leads the description).
+    error_fields: list[ErrorField] = ["category", "severity", "location", "description"]
+    counts: Literal["object", "fields", "none"] = "object"  # one object of counts, top-level fields, or none
+    counts_key: str = Field("counts", min_length=1)  # counts=object: its key
+    count_field: str = "{category}_error_count"  # counts=fields: each field's name ({category} = bare name)
+    counts_first: bool = False  # counts before `errors` (released) or after (ours)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AnswerFormat":
+        fields = self.error_fields
+        for need in ("category", "severity", "description"):
+            if fields.count(need) != 1:
+                raise ValueError(f"error_fields must name {need!r} exactly once, got {fields}")
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"error_fields lists a field twice: {fields}")
+        if self.counts == "fields" and "{category}" not in self.count_field:
+            raise ValueError("count_field must contain '{category}'")
+        if self.category_key in ("severity", "location", "description"):
+            raise ValueError(f"category_key {self.category_key!r} collides with another error field")
+        return self
+
+    @property
+    def has_location(self) -> bool:
+        return "location" in self.error_fields
+
+    def error_key(self, field: str) -> str:
+        return self.category_key if field == "category" else field
+
+    def count_name(self, category: str) -> str:
+        return self.count_field.format(category=category)
+
+
+OURS_FORMAT = AnswerFormat()
+# Official prompts: PROMPT_CHART2CODE_JUDGEMENT / PROMPT_IMG2SVG_JUDGEMENT (rl_scripts/reward_func/reward_utils.py)
+RELEASED_FORMAT = AnswerFormat(category_suffix="_error", counts="fields", counts_first=True)
+# Official prompt: build_error_prompt_for_images (rl_scripts/reward_func/table_parse_rm_v2.py)
+RELEASED_TABLE_FORMAT = AnswerFormat(category_key="type", category_suffix="_error", counts="fields",
+                                     counts_first=True, error_fields=["category", "description", "severity"])
+FORMAT_NAMES = ("ours", "released")
+
+
+def builtin_format(name: str, task: str) -> AnswerFormat:
+    if name == "ours":
+        return OURS_FORMAT
+    if name == "released":
+        return RELEASED_TABLE_FORMAT if task == "table" else RELEASED_FORMAT
+    raise ValueError(f"unknown answer format {name!r} (built-ins: {', '.join(FORMAT_NAMES)}, or a YAML file)")
+
+
+@lru_cache(maxsize=32)
+def _format_file(path: str) -> AnswerFormat:
+    file = Path(os.path.expanduser(path))
+    if not file.is_file():
+        raise ValueError(f"answer format file {file} not found (built-ins: {', '.join(FORMAT_NAMES)})")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"answer format file {file}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"answer format file {file}: expected a mapping of AnswerFormat fields")
+    return AnswerFormat.model_validate(data)
+
+
+def resolve_format(spec: "str | AnswerFormat | None", task: str) -> AnswerFormat:
+    """An answer format from its configured value: a built-in name, a YAML file of AnswerFormat fields, or
+    the fields themselves; None = ours."""
+    if spec is None:
+        return OURS_FORMAT
+    if isinstance(spec, AnswerFormat):
+        return spec
+    if spec in FORMAT_NAMES:
+        return builtin_format(spec, task)
+    return _format_file(spec)
+
+
 class TaskRewardSettings(Strict):
     sampling: RMSamplingConfig = RMSamplingConfig()
+    # The answer the critic is asked for and constrained to: ours | released | a YAML file | the fields inline.
+    answer_format: str | AnswerFormat = "ours"
+    # Message layout and image handling: ours (captions "Reference image:" / "Rendered image:" around the two
+    # images, both ≤ reward.max_image_side, PNG) or released (the official reward code: the two images, then
+    # the text; tables with the system line "You are a helpful assistant.", "<image>\n<image>\n" before the
+    # text, PNG ≤ 768 px, the rendering cropped with 12 px padding; charts/SVG JPEG ≤ 1024 px).
+    layout: Literal["ours", "released"] = "ours"
+    max_attempts: int = Field(2, ge=1)  # answers per pair until one is valid (official: charts/SVG 2, tables 1)
+    # The critic's instruction text, read from this file (e.g. the prompt a public checkpoint was trained on;
+    # its authors' text, which we do not ship). None: our own instruction (pipeline/critic/prompts.py),
+    # describing the configured answer format.
+    prompt_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskRewardSettings":
+        if isinstance(self.answer_format, str) and self.answer_format not in FORMAT_NAMES:
+            resolve_format(self.answer_format, "chart")  # a file: fails here, naming the key, not at serving
+        if self.prompt_file is not None and not Path(os.path.expanduser(self.prompt_file)).is_file():
+            raise ValueError(f"prompt_file {self.prompt_file} not found")
+        return self
 
 
 def _table_settings() -> TaskRewardSettings:
-    return TaskRewardSettings(sampling=RMSamplingConfig(temperature=0.0, top_p=1.0, top_k=0, presence_penalty=0.0))
+    # Official table reward (table_parse_rm_v2.py): temperature 0, repetition penalty 1.05, 8192 new tokens.
+    # One call, −4 if it fails to parse.
+    return TaskRewardSettings(sampling=RMSamplingConfig(temperature=0.0, top_p=1.0, top_k=0, presence_penalty=0.0,
+                                                        repetition_penalty=1.05, max_new_tokens=8192),
+                              max_attempts=1)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class TasksRewardConfig(Strict):
     chart: TaskRewardSettings = TaskRewardSettings()
     table: TaskRewardSettings = Field(default_factory=_table_settings)
     svg: TaskRewardSettings = TaskRewardSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_defaults(cls, data):
+        # A partial `table:` section keeps the table defaults it does not name (greedy, one attempt...),
+        # instead of silently falling back to the chart/SVG ones.
+        if isinstance(data, dict) and isinstance(data.get("table"), dict):
+            data = {**data, "table": _merged(_table_settings().model_dump(exclude_unset=False), data["table"])}
+        return data
 
 
 class HFBackendConfig(Strict):
@@ -139,8 +285,10 @@ class TermConfig(Strict):
     tasks: list[Literal["chart", "table", "svg"]] | None = None  # None = every task the term supports
 
 
-def _paper_terms() -> list[TermConfig]:
-    return [TermConfig(name="visual_erm_paper"), TermConfig(name="render_success")]
+def _official_terms() -> list[TermConfig]:
+    # The official reward code: charts/SVG 1 (rendered) + clip(1 − S/50, 0, 1) (omnirender_rm_v3.py), tables −S
+    # (table_parse_rm_v2.py, which has no render term).
+    return [TermConfig(name="visual_erm_official"), TermConfig(name="render_success", tasks=["chart", "svg"])]
 
 
 class EmbeddingConfig(Strict):
@@ -150,20 +298,35 @@ class EmbeddingConfig(Strict):
 
 
 class FormulaConfig(Strict):
-    terms: list[TermConfig] = Field(default_factory=_paper_terms)
-    official_max_severity: float = Field(50.0, gt=0)  # official code: fixed normaliser for charts/SVG
-    table_failure_reward: float = -4.0  # official code, tables: reward −S, and this on failure
-    # A judgement that is still invalid after `max_attempts`: "fixed_severity" scores it as S =
-    # `invalid_severity` (official code: 25); "fail" gives the failure reward with reason invalid_judgement.
-    invalid_judgement: Literal["fixed_severity", "fail"] = "fixed_severity"
+    """How a judgement and a rendering become a reward. The defaults are the official reward code's
+    (InternLM/Visual-ERM rl_scripts/reward_func/): `visual_erm_official` + `render_success` on charts/SVG."""
+
+    terms: list[TermConfig] = Field(default_factory=_official_terms)
+    official_max_severity: float = Field(50.0, gt=0)  # official code (MAX_SEVERITY): fixed normaliser, charts/SVG
+    table_failure_reward: float = -4.0  # official code, tables: reward −S, and this on any failure
+    # A judgement still invalid after its attempts: "official" = as the official code, charts/SVG S =
+    # `invalid_severity` (SEVERITY_AVG = −25), tables the failure reward (−4); "fixed_severity" = S =
+    # `invalid_severity` for every task; "fail" = the failure reward with reason invalid_judgement.
+    invalid_judgement: Literal["official", "fixed_severity", "fail"] = "official"
     invalid_severity: float = Field(25.0, ge=0)
-    blank_tolerance: int = Field(2, ge=0)  # a rendering whose pixels all lie within this of one colour is blank
+    # Which renderings are blank (a failure, never judged): "official" = every pixel of the grayscale image is
+    # 255, charts/SVG only (is_white_image in omnirender_rm_v3.py; tables are judged whatever they show);
+    # "tolerance" = every task, all pixels within `blank_tolerance` of one colour.
+    blank_rule: Literal["official", "tolerance"] = "official"
+    blank_tolerance: int = Field(2, ge=0)
+
+    def invalid_rule(self, task: str) -> str:
+        if self.invalid_judgement == "official":
+            return "fail" if task == "table" else "fixed_severity"
+        return self.invalid_judgement
 
 
 class RewardConfig(Strict):
     backend: Literal["hf", "vllm", "openai", "fingerprint"] = "hf"  # fingerprint: deterministic, tests only
     max_image_side: int = Field(1024, ge=16)  # images sent to the RM (paper: ≤1024 px)
-    max_attempts: int = Field(3, ge=1)  # RM answers per pair until one is valid (official: 1 + 2 retries)
+    # RM answers per pair until one is valid, for every task; None = each task's `max_attempts` (official:
+    # charts/SVG 2 — get_reward_from_rm(retry=2) —, tables 1).
+    max_attempts: int | None = Field(None, ge=1)
     limits: JudgementLimits = JudgementLimits()
     tasks: TasksRewardConfig = TasksRewardConfig()
     hf: HFBackendConfig = HFBackendConfig()
@@ -185,6 +348,15 @@ class RewardConfig(Strict):
 
     def sampling(self, task: str) -> RMSamplingConfig:
         return getattr(self.tasks, task).sampling
+
+    def task_settings(self, task: str) -> TaskRewardSettings:
+        return getattr(self.tasks, task)
+
+    def attempts(self, task: str) -> int:
+        return self.max_attempts if self.max_attempts is not None else getattr(self.tasks, task).max_attempts
+
+    def answer_format(self, task: str) -> AnswerFormat:
+        return resolve_format(getattr(self.tasks, task).answer_format, task)
 
     def uses_judge(self) -> bool:
         return any(t.name.startswith("visual_erm") for t in self.formula.terms)

@@ -11,7 +11,8 @@ Three sources, each counted in the manifest:
            score it) and is counted, not written.
 
 Every stream is seeded by (seed, split, task, index), so a held-out set (another split) never repeats a
-training pair. Answers are written by `schema.serialize_answer`, the text the constrained decoder admits.
+training pair. Answers are written by `schema.serialize_answer` in the configured answer format
+(`answer_format`: ours or the released model's), the text the constrained decoder admits under that format.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from pipeline.config import ModelsConfig
-from pipeline.critic.config import JudgementLimits
+from pipeline.critic.config import AnswerFormat, JudgementLimits, resolve_format
 from pipeline.critic.dataset import make_row, write_dataset
 from pipeline.critic.teachers import TeacherConfig, TeacherItem, TeacherFailure, make_teacher
 from pipeline.data.config import DataConfig
@@ -55,7 +56,13 @@ class CriticDataConfig(Strict):
     clean_rescale: float = Field(0.75, gt=0)
     data: DataConfig = DataConfig()
     limits: JudgementLimits = JudgementLimits()
+    # The answer format the targets are written in (every task): ours | released | a YAML file | the fields.
+    # It must be the format the critic will be served with (reward.tasks.<task>.answer_format).
+    answer_format: str | AnswerFormat = "ours"
     teacher: TeacherConfig = TeacherConfig()
+
+    def format_for(self, task: str) -> AnswerFormat:
+        return resolve_format(self.answer_format, task)
 
 
 def _render(task: str, code: str, data: DataConfig, size=None):
@@ -72,7 +79,8 @@ def edit_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[di
     rows = [make_row(task=task, source="edit", teacher="edit-engine", index=p.index, split=cfg.split,
                      seed=cfg.seed, reference=p.reference_image, rendering=p.edited_image,
                      errors=[lab.to_dict() for lab in p.labels], limits=cfg.limits,
-                     reference_code=p.reference_code, candidate_code=p.edited_code)
+                     reference_code=p.reference_code, candidate_code=p.edited_code,
+                     answer_format=cfg.format_for(task))
             for p in iter_edit_pairs(task, cfg.edits_per_task, data, split=f"{cfg.split}-edit", progress=progress,
                                      summary=summary)]
     return rows, summary.to_dict()
@@ -101,7 +109,7 @@ def clean_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[d
         rows.append(make_row(task=task, source="clean", teacher="identity", index=index, split=cfg.split,
                              seed=cfg.seed, reference=ref.image, rendering=again.image, errors=[],
                              limits=cfg.limits, reference_code=code, candidate_code=code,
-                             meta={"variant": variant}))
+                             meta={"variant": variant}, answer_format=cfg.format_for(task)))
     return rows, {"requested": cfg.clean_per_task, "emitted": len(rows), "failures": dict(failures)}
 
 
@@ -174,7 +182,7 @@ def natural_rows(cfg: CriticDataConfig, task: str, models: ModelsConfig, teacher
                                  split=cfg.split, seed=cfg.seed, reference=item.reference_image,
                                  rendering=item.candidate_image, errors=labels, limits=cfg.limits,
                                  reference_code=item.reference_code, candidate_code=item.candidate_code,
-                                 meta={"reference_kind": kind}))
+                                 meta={"reference_kind": kind}, answer_format=cfg.format_for(task)))
             bar.update(1)
     bar.close()
     return rows, {"requested": cfg.natural_per_task, "emitted": len(rows), "prompts_tried": index, **counts}
@@ -212,7 +220,7 @@ def build_critic_dataset(cfg: CriticDataConfig, out_dir: Path, models: Optional[
     random.Random(f"{cfg.seed}/{cfg.split}/order").shuffle(rows)
     manifest = write_dataset(rows, out_dir, cfg.limits, extra={
         "split": cfg.split, "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "summaries": summaries,
-        "seconds": round(time.perf_counter() - start, 1)})
+        "seconds": round(time.perf_counter() - start, 1)}, answer_formats={t: cfg.format_for(t) for t in cfg.tasks})
     log.info("critic set %s: %d rows in %.0f s", out_dir, manifest["total_rows"], manifest["seconds"])
     return manifest
 

@@ -13,7 +13,8 @@ critic --data DIR` scores a critic on it unchanged):
     prompt       [{"role": "user", "content": "<image>\\n<image>"}]   (reference, then rendering)
     images       [{"bytes": PNG}, {"bytes": PNG}]
     ability      "chart_critic"
-    answer       the exact text the critic is trained to emit: `schema.serialize_answer(task, errors)`,
+    answer       the exact text the critic is trained to emit: `schema.serialize_answer(task, errors, limits,
+                 fmt)` in the set's answer format (manifest `answer_formats`, per task; ours when absent),
                  compact JSON that the constrained decoder admits and `parse_judgement` accepts
     reward_model {"style": "model", "ground_truth": answer}
     extra_info   {"task", "split", "seed", "index", "source", "teacher", "errors": [{category, severity,
@@ -40,7 +41,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.critic.config import JudgementLimits
+from pipeline.critic.config import OURS_FORMAT, AnswerFormat, JudgementLimits
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.schema import CATEGORIES, canonical_errors, serialize_answer
 from pipeline.data.records import RecordFormatError, decode_image, png_bytes, write_json, write_parquet
@@ -70,13 +71,14 @@ class CriticExample:
 def make_row(*, task: str, source: str, teacher: str, index: int, split: str, seed: int,
              reference: np.ndarray | bytes, rendering: np.ndarray | bytes, errors: list[dict[str, Any]],
              limits: JudgementLimits, reference_code: str = "", candidate_code: str = "",
-             meta: Optional[dict] = None) -> dict[str, Any]:
-    """One row of the set; `errors` are fitted to the answer schema (so `extra_info.errors` is exactly what
-    `answer` says). Raises ValueError for labels the schema cannot express."""
+             meta: Optional[dict] = None, answer_format: AnswerFormat | None = None) -> dict[str, Any]:
+    """One row of the set; `errors` are fitted to the answer schema of `answer_format` (None = ours), so
+    `extra_info.errors` is exactly what `answer` says. Raises ValueError for labels the schema cannot express."""
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
-    errors = canonical_errors(task, errors, limits)
-    answer = serialize_answer(task, errors, limits)
+    fmt = answer_format or OURS_FORMAT
+    errors = canonical_errors(task, errors, limits, fmt)
+    answer = serialize_answer(task, errors, limits, fmt)
 
     def image(x):
         return {"bytes": x if isinstance(x, (bytes, bytearray)) else png_bytes(x)}
@@ -96,8 +98,10 @@ def make_row(*, task: str, source: str, teacher: str, index: int, split: str, se
 
 
 def write_dataset(rows: Iterable[dict[str, Any]], out_dir: Path, limits: JudgementLimits,
-                  extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Write rows (any order, any tasks) as one parquet file per task plus the manifest; returns it."""
+                  extra: Optional[dict[str, Any]] = None,
+                  answer_formats: Optional[dict[str, AnswerFormat]] = None) -> dict[str, Any]:
+    """Write rows (any order, any tasks) as one parquet file per task plus the manifest; returns it.
+    `answer_formats` names the format each task's answers were written in (None or a missing task: ours)."""
     out_dir = Path(out_dir)
     by_task: dict[str, list[dict]] = {}
     for row in rows:
@@ -111,7 +115,9 @@ def write_dataset(rows: Iterable[dict[str, Any]], out_dir: Path, limits: Judgeme
         write_parquet(task_rows, out_dir / f"{task}.parquet")
         counts[task] = dict(Counter(r["extra_info"]["source"] for r in task_rows))
         teachers.update(r["extra_info"]["teacher"] for r in task_rows)
-    manifest = {"format": FORMAT, "version": VERSION, "limits": limits.model_dump(), "rows": counts,
+    formats = {task: (answer_formats or {}).get(task, OURS_FORMAT).model_dump() for task in sorted(by_task)}
+    manifest = {"format": FORMAT, "version": VERSION, "limits": limits.model_dump(), "answer_formats": formats,
+                "rows": counts,
                 "total_rows": sum(len(r) for r in by_task.values()), "teachers": dict(teachers),
                 "files": {task: f"{task}.parquet" for task in by_task}, **(extra or {})}
     write_json(manifest, out_dir / "manifest.json")
@@ -135,7 +141,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_row(row: dict[str, Any], where: str, limits: JudgementLimits) -> CriticExample:
+def answer_formats(manifest: dict[str, Any]) -> dict[str, AnswerFormat]:
+    """The answer format of each task's answers (sets written before formats existed: ours)."""
+    written = manifest.get("answer_formats") or {}
+    try:
+        return {task: AnswerFormat.model_validate(written[task]) if task in written else OURS_FORMAT
+                for task in CATEGORIES}
+    except ValueError as e:
+        raise CriticDataError(f"manifest answer_formats: {e}") from None
+
+
+def _check_row(row: dict[str, Any], where: str, limits: JudgementLimits,
+               fmt: AnswerFormat = OURS_FORMAT) -> CriticExample:
     info = row.get("extra_info") or {}
     task = info.get("task")
     if task not in CATEGORIES:
@@ -156,10 +173,10 @@ def _check_row(row: dict[str, Any], where: str, limits: JudgementLimits) -> Crit
     answer = row.get("answer")
     if not isinstance(answer, str):
         raise CriticDataError(f"{where}: no answer text")
-    judgement = parse_judgement(answer, task, limits)
+    judgement = parse_judgement(answer, task, limits, fmt=fmt)
     if not judgement.valid:
         raise CriticDataError(f"{where}: the answer is not a valid {task} judgement under the configured "
-                              f"limits ({judgement.reason})")
+                              f"limits and the set's answer format ({judgement.reason})")
     if judgement.errors != errors:
         raise CriticDataError(f"{where}: the answer text and extra_info.errors disagree")
     source, teacher = info.get("source"), info.get("teacher")
@@ -173,6 +190,7 @@ def read_examples(path: Path, limits: JudgementLimits, tasks: Optional[Iterable[
     """Every row of the set at `path` (optionally only some tasks / sources), each checked."""
     path = Path(path)
     manifest = read_manifest(path)
+    formats = answer_formats(manifest)
     wanted_tasks = set(tasks) if tasks is not None else set(CATEGORIES)
     wanted_sources = set(sources) if sources is not None else set(SOURCES)
     examples: list[CriticExample] = []
@@ -185,7 +203,7 @@ def read_examples(path: Path, limits: JudgementLimits, tasks: Optional[Iterable[
             raise CriticDataError(f"{file}: listed in the manifest but missing")
         for i, row in enumerate(pq.read_table(file).to_pylist()):
             where = f"{file.name} row {i} (id {row.get('id')!r})"
-            example = _check_row(row, where, limits)
+            example = _check_row(row, where, limits, formats[task])
             if example.task != task:
                 raise CriticDataError(f"{where}: task {example.task!r} in the {task} file")
             if example.id in seen:

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from pipeline.critic.config import JudgementLimits
-from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model
+from pipeline.critic.config import OURS_FORMAT, AnswerFormat, JudgementLimits
+from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model, read_answer
 
 
 @dataclass
@@ -42,9 +42,9 @@ class Judgement:
 
 
 @lru_cache(maxsize=64)
-def _validator(task: str, limits_json: str) -> jsonschema.Draft202012Validator:
+def _validator(task: str, limits_json: str, fmt_json: str) -> jsonschema.Draft202012Validator:
     limits = JudgementLimits.model_validate_json(limits_json)
-    return jsonschema.Draft202012Validator(json_schema(task, limits))
+    return jsonschema.Draft202012Validator(json_schema(task, limits, AnswerFormat.model_validate_json(fmt_json)))
 
 
 def _first_json_object(text: str) -> Any:
@@ -61,8 +61,10 @@ def _first_json_object(text: str) -> Any:
 
 
 def parse_judgement(text: str | None, task: str, limits: JudgementLimits,
-                    finish_reason: str | None = None) -> Judgement:
-    """Check an answer against the task's schema and pydantic model; never raises."""
+                    finish_reason: str | None = None, fmt: AnswerFormat | None = None) -> Judgement:
+    """Check an answer against the task's schema and pydantic model in answer format `fmt` (None = ours);
+    never raises. The judgement's errors and counts are format-independent (bare category names)."""
+    fmt = fmt or OURS_FORMAT
     raw = text or ""
     if not raw.strip():
         reason = "truncated" if finish_reason == "length" else "empty"
@@ -72,18 +74,21 @@ def parse_judgement(text: str | None, task: str, limits: JudgementLimits,
     except (ValueError, RecursionError):
         reason = "truncated" if finish_reason == "length" else "not_json"
         return Judgement.failed(task, reason, raw)
-    problems = sorted(_validator(task, limits.model_dump_json()).iter_errors(obj), key=lambda e: list(e.path))
+    fmt_json = fmt.model_dump_json()
+    problems = sorted(_validator(task, limits.model_dump_json(), fmt_json).iter_errors(obj),
+                      key=lambda e: list(e.path))
     if problems:
         p = problems[0]
         where = "/".join(str(x) for x in p.absolute_path) or "<root>"
         return Judgement.failed(task, f"schema:{where}: {p.message[:160]}", raw)
     try:  # the pydantic model must agree with the schema (tests check both on many documents)
-        parsed = judgement_model(task, limits).model_validate(obj)
+        parsed = judgement_model(task, limits, fmt).model_validate(obj)
     except ValidationError as e:
         return Judgement.failed(task, f"model:{e.errors()[0]['msg'][:160]}", raw)
-    errors = [e.model_dump() for e in parsed.errors]
-    counts = parsed.counts.model_dump()
+    errors, counts = read_answer(task, parsed, fmt)
     tally = {c: 0 for c in CATEGORIES[task]}
     for e in errors:
         tally[e["category"]] += 1
-    return Judgement(task=task, valid=True, errors=errors, counts=counts, raw=raw, counts_consistent=tally == counts)
+    consistent = tally == counts if counts else True  # a format without counts cannot contradict itself
+    return Judgement(task=task, valid=True, errors=errors, counts=counts or tally, raw=raw,
+                     counts_consistent=consistent)

@@ -43,7 +43,8 @@ class RewardScorer:
 
     def measure(self, samples: list[Sample]) -> list[Partial]:
         t0 = time.perf_counter()
-        failures = [precheck(s, self.cfg.formula.blank_tolerance) for s in samples]
+        f = self.cfg.formula
+        failures = [precheck(s, f.blank_tolerance, f.blank_rule) for s in samples]
         ok = [i for i, f in enumerate(failures) if f is None]
         judge_rows = [i for i in ok if self.function.needs_judgement(samples[i].task)]
         judgements: dict[int, Judgement] = {}

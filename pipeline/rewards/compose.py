@@ -2,8 +2,9 @@
 
     reward = Σ_terms weight · value(term)          (terms that do not apply to the task are left out)
 
-Failure rules come first (official code): no code, a render failure or a blank (single-colour) rendering
-→ every term's failure value (0; official tables −4) and `sample.fail(...)` with the reason. A term that
+Failure rules come first (official code): no code, a render failure or a blank rendering (`blank_rule`:
+official = an all-white chart/SVG) → every term's failure value (0; official tables −4) and
+`sample.fail(...)` with the reason. A term that
 cannot score one sample (no ground truth for TEDS, invalid judgement with `invalid_judgement: fail`, an
 encoder error) gives its failure value for that term, and the sample records `reward:<term>:<reason>`.
 Every sample gets `reward`, `reward_breakdown` (each term's unweighted value and statistics, and `total`)
@@ -56,8 +57,18 @@ class Partial:
     judgement: dict[str, Any] | None = None  # Judgement.to_dict() when the critic was asked
 
 
-def precheck(sample: Sample, blank_tolerance: int = 2) -> str | None:
-    """The failure rule that applies to a sample, or None when it can be scored."""
+def is_white(rgb: np.ndarray) -> bool:
+    """The official blank check (omnirender_rm_v3.py: is_white_image): every pixel of the grayscale image is
+    255 (PIL's "L" conversion, so near-white pixels that round to 255 count as white)."""
+    from PIL import Image
+
+    return bool((np.asarray(Image.fromarray(rgb).convert("L")) == 255).all())
+
+
+def precheck(sample: Sample, blank_tolerance: int = 2, blank_rule: str = "official") -> str | None:
+    """The failure rule that applies to a sample, or None when it can be scored. `blank_rule` "official":
+    only an all-white chart/SVG rendering is blank (tables are judged whatever they show); "tolerance": any
+    rendering whose pixels all lie within `blank_tolerance` of one colour."""
     if not (sample.code or "").strip():
         return "no_code"
     if sample.render_error or sample.rendered_image is None:
@@ -67,6 +78,10 @@ def precheck(sample: Sample, blank_tolerance: int = 2) -> str | None:
         sample.reference_image = to_array(sample.reference_image, "reference image")
     except BadImage as e:
         return f"bad_input:{e}"
+    if blank_rule == "official":
+        if sample.task != "table" and is_white(sample.rendered_image):
+            return "blank_image"
+        return None
     # "Within `blank_tolerance` of one colour": each channel spans at most twice that. (The renderer's check,
     # ~20x faster than reducing over an (N, 3) array: ~14 ms per 640x480 image on the reward client's CPU.)
     if is_blank(sample.rendered_image, 2 * blank_tolerance):

@@ -1,16 +1,23 @@
 """Visual-ERM rewards from the critic's judgement (S = Σ severity of the listed discrepancies).
 
-Paper form:          r = r_render + clip(1 − S / max S, 0, 1), max S over the samples of the same task in the
-                     scored batch (max S = 0: every sample is perfect, S̃ = 0).
-Official-code form:  charts/SVG r = r_render + clip(1 − S / 50, 0, 1) (fixed MAX_SEVERITY);
-                     tables r = −S, and −4 on failure.
-Here each form is the judgement part only; r_render is the separate `render_success` term, so the paper's
-reward is `visual_erm_paper` + `render_success` (the default), the official one `visual_erm_official` +
-`render_success` restricted to chart/svg. Failure rules (no code, render failure, blank image) give 0 — the
-official tables −4 — before any judgement. A judgement still invalid after the configured attempts counts as
-S = invalid_severity (official: 25), or fails the sample (`invalid_judgement: fail`) — for answers the critic
-actually produced: a judgement that failed for want of an answer (engine error, endpoint down) is an
-infrastructure failure, and the sample is excluded from the update instead of scored.
+Official-code form (the default; InternLM/Visual-ERM rl_scripts/reward_func/):
+    charts/SVG  r = r_render + clip(1 − S / 50, 0, 1)  (omnirender_rm_v3.py: MAX_SEVERITY = 50,
+                severity_to_reward; r_render = BASE_RENDER_SUCCESS_REWARD = 1); no code, a render failure or an
+                all-white rendering → 0; an answer still unparseable after 2 calls → S = 25 (SEVERITY_AVG).
+    tables      r = −S (table_parse_rm_v2.py: compute_score), one call; −4 on any failure (render, unparseable
+                answer, no `errors`).
+Batch-normalised form (`visual_erm_paper`, an option): r = r_render + clip(1 − S / max S, 0, 1), max S over
+    the samples of the same task in the scored batch (max S = 0: every sample is perfect, S̃ = 0). This is our
+    reading of the Visual-ERM paper's reward equation (docs: ARCHITECTURE.md "Visual-ERM facts"), not checked
+    against the paper's text; note the worst sample of every batch then gets 0 whatever its S.
+Here each form is the judgement part only; r_render is the separate `render_success` term, so the official
+reward is `visual_erm_official` + `render_success` restricted to chart/svg (the default), the batch-normalised
+one `visual_erm_paper` + `render_success`. Failure rules (no code, render failure, blank image) give each
+term's failure value before any judgement. A judgement still invalid after the task's attempts counts as S =
+invalid_severity or fails the sample (`reward.formula.invalid_judgement`; official: charts/SVG S = 25, tables
+fail → −4) — for answers the critic actually produced: a judgement that failed for want of an answer (engine
+error, endpoint down) is an infrastructure failure, and the sample is excluded from the update instead of
+scored.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ class _VisualERM(Term):
         if (judgement.reason or "").startswith(NO_ANSWER_REASONS):
             return Unavailable(f"{INFRASTRUCTURE}critic:{judgement.reason}")
         f = self.cfg.formula
-        if f.invalid_judgement == "fail":
+        if f.invalid_rule(sample.task) == "fail":
             return Unavailable(f"invalid_judgement:{judgement.reason}")
         return {"severity": float(f.invalid_severity), "errors": 0.0, "invalid_judgement": 1.0,
                 "attempts": float(judgement.attempts)}

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from pipeline.critic.config import RewardConfig
-from pipeline.critic.images import BadImage, resize_max_side, to_array
+from pipeline.critic.images import BadImage, prepare_pair
 from pipeline.critic.judgement import Judgement, parse_judgement
 from pipeline.critic.schema import CATEGORIES, json_schema, worst_case_tokens
 
@@ -78,9 +78,11 @@ class RewardBackend(ABC):
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg
         self.stats = BackendStats()
-        self.schemas = {task: json_schema(task, cfg.limits) for task in CATEGORIES}
+        # The answer format of each task decides the decoder's constraint and the parser's rules alike.
+        self.formats = {task: cfg.answer_format(task) for task in CATEGORIES}
+        self.schemas = {task: json_schema(task, cfg.limits, self.formats[task]) for task in CATEGORIES}
         for task in CATEGORIES:
-            need, have = worst_case_tokens(task, cfg.limits), cfg.sampling(task).max_new_tokens
+            need, have = worst_case_tokens(task, cfg.limits, self.formats[task]), cfg.sampling(task).max_new_tokens
             if have < need:
                 log.info(
                     "reward %s: max_new_tokens=%d is below the longest schema-valid answer (%d tokens): a long "
@@ -126,10 +128,9 @@ class RewardBackend(ABC):
 
     # -- shared ------------------------------------------------------------------------------------------
     def prepare(self, request: JudgeRequest) -> tuple[Image.Image, Image.Image]:
-        side = self.cfg.max_image_side
-        ref = resize_max_side(to_array(request.reference, "reference image"), side)
-        pred = resize_max_side(to_array(request.rendered, "rendered image"), side)
-        return ref, pred
+        """The pair as the critic sees it under the task's layout (images.prepare_pair)."""
+        return prepare_pair(request.task, request.reference, request.rendered,
+                            self.cfg.task_settings(request.task).layout, self.cfg.max_image_side)
 
     def score(self, requests: list[JudgeRequest]) -> list[Judgement]:
         """Judge every pair; the i-th judgement belongs to the i-th request. Never raises for a bad pair."""
@@ -168,7 +169,7 @@ class RewardBackend(ABC):
                         j = Judgement.failed(task, ans.error if ":" in ans.error else f"transport:{ans.error}")
                     else:
                         self.stats.generated += 1
-                        j = parse_judgement(ans.text, task, self.cfg.limits, ans.finish_reason)
+                        j = parse_judgement(ans.text, task, self.cfg.limits, ans.finish_reason, self.formats[task])
                         if not j.valid:
                             self.stats.invalid_answers += 1
                             if len(self.stats.invalid_examples) < 5:
@@ -177,7 +178,7 @@ class RewardBackend(ABC):
                                      "raw": (ans.text or "")[:2000]})
                     j.attempts, j.latency_s = attempt, (results[i].latency_s if results[i] else 0.0) + dt
                     results[i] = j
-                    if not j.valid and ans.retryable and attempt < self.cfg.max_attempts:
+                    if not j.valid and ans.retryable and attempt < self.cfg.attempts(task):
                         retry.append(i)
                 pending = retry
         out = []

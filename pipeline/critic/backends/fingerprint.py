@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.critic.backends.base import RawAnswer, RewardBackend
-from pipeline.critic.config import RewardConfig
+from pipeline.critic.config import OURS_FORMAT, AnswerFormat, RewardConfig
 from pipeline.critic.images import resize_max_side, to_array
-from pipeline.critic.schema import CATEGORIES
+from pipeline.critic.schema import CATEGORIES, answer_document
 
 
 def fingerprint(reference: Image.Image, rendered: Image.Image) -> str:
@@ -29,18 +29,23 @@ def fingerprint(reference: Image.Image, rendered: Image.Image) -> str:
     return h.hexdigest()[:16]
 
 
-def answer_for(task: str, reference: Image.Image, rendered: Image.Image) -> str:
+def _errors_for(task: str, reference: Image.Image, rendered: Image.Image) -> list[dict]:
     fp = fingerprint(reference, rendered)
     n = int(fp[:2], 16) % 4
     cats = CATEGORIES[task]
-    errors = [{"category": cats[(int(fp[2 + k], 16)) % len(cats)], "severity": 1 + int(fp[6 + k], 16) % 3,
-               "location": f"region {k}", "description": f"fp {fp}"} for k in range(n)]
-    counts = {c: sum(e["category"] == c for e in errors) for c in cats}
-    return json.dumps({"errors": errors, "counts": counts}, separators=(",", ":"))
+    return [{"category": cats[(int(fp[2 + k], 16)) % len(cats)], "severity": 1 + int(fp[6 + k], 16) % 3,
+             "location": f"region {k}", "description": f"fp {fp}"} for k in range(n)]
+
+
+def answer_for(task: str, reference: Image.Image, rendered: Image.Image, fmt: AnswerFormat | None = None) -> str:
+    """The answer text, in answer format `fmt` (None = ours)."""
+    return json.dumps(answer_document(task, _errors_for(task, reference, rendered), fmt or OURS_FORMAT),
+                      separators=(",", ":"))
 
 
 def expected_answer(task: str, reference, rendered, max_side: int) -> dict:
-    """What the fingerprint backend answers for this pair (after the same resizing)."""
+    """What the fingerprint backend judges for this pair under our layout (after the same resizing), in the
+    format-independent form: {"errors": [{category, severity, location, description}], "counts": {...}}."""
     ref = resize_max_side(to_array(reference), max_side)
     pred = resize_max_side(to_array(rendered), max_side)
     return json.loads(answer_for(task, ref, pred))
@@ -64,7 +69,7 @@ class FingerprintBackend(RewardBackend):
         if self.delay_s_per_call or self.delay_s_per_pair:
             time.sleep(self.delay_s_per_call + self.delay_s_per_pair * len(pairs))
         return [RawAnswer(error="backend:RuntimeError: injected engine error") if self._engine_fails(ref, pred)
-                else RawAnswer(answer_for(task, ref, pred), "stop") for ref, pred in pairs]
+                else RawAnswer(answer_for(task, ref, pred, self.formats[task]), "stop") for ref, pred in pairs]
 
     def _engine_fails(self, reference: Image.Image, rendered: Image.Image) -> bool:
         return int(fingerprint(reference, rendered)[8:12], 16) / 0x10000 < self.engine_error_rate

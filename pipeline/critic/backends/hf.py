@@ -68,12 +68,13 @@ class HFBackend(RewardBackend):
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=self.eos_ids)
         compiler = self.compiler = xgr.GrammarCompiler(info)
         self.text_grammars: dict[str, xgr.CompiledGrammar] = {}  # by schema JSON (a judge uses one schema)
+        # The constraint follows each task's configured answer format (the parser in base.py uses the same).
         self.grammars = {
-            task: compiler.compile_json_schema(schema_json(task, cfg.limits), any_whitespace=False,
-                                               separators=(",", ":"))
+            task: compiler.compile_json_schema(schema_json(task, cfg.limits, self.formats[task]),
+                                               any_whitespace=False, separators=(",", ":"))
             for task in CATEGORIES
         }
-        self.prompts = {task: self.processor.apply_chat_template(messages(task), add_generation_prompt=True,
+        self.prompts = {task: self.processor.apply_chat_template(messages(task, cfg), add_generation_prompt=True,
                                                                  tokenize=False)
                         for task in CATEGORIES}
         self._seed = hf.seed
@@ -102,6 +103,8 @@ class HFBackend(RewardBackend):
             sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         else:
             sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.repetition_penalty != 1.0:  # transformers' is vLLM's (both follow CTRL: ÷/× by the penalty)
+            sampling["repetition_penalty"] = s.repetition_penalty
         torch.manual_seed(self._seed)
         self._seed += 1
         out = self.model.generate(**inputs, max_new_tokens=s.max_new_tokens, logits_processor=processors,

@@ -5,7 +5,8 @@ Per endpoint at most `max_concurrency` requests are in flight; each request is s
 lowest load that is not cooling down after a failure. Timeouts, refused connections, HTTP 429 and 5xx are
 retried with exponential backoff (with jitter), preferring another endpoint; other 4xx answers are final. A
 pair whose retries are exhausted gets an explicit `transport:` failure; nothing raises, nothing is dropped.
-Images travel as PNG data URLs; the JSON Schema as `response_format` (or vLLM's `structured_outputs`).
+Images travel as PNG data URLs (under the released layout, of the pixels its JPEG encoding gives: see
+`images.prepare_pair`); the answer format's JSON Schema as `response_format` (or vLLM's `structured_outputs`).
 """
 
 from __future__ import annotations
@@ -78,16 +79,19 @@ class OpenAIBackend(RewardBackend):
     # -- request building --------------------------------------------------------------------------------
     def body(self, task: str, ref, pred) -> dict[str, Any]:
         s = self.cfg.sampling(task)
-        content = []
         urls = iter((self._reference_url(ref), png_data_url(pred)))
-        for part in messages(task)[0]["content"]:
-            if part["type"] == "image":
-                content.append({"type": "image_url", "image_url": {"url": next(urls)}})
-            else:
-                content.append(part)
+        chat = []
+        for message in messages(task, self.cfg):
+            parts = message["content"]
+            if all(p["type"] == "text" for p in parts):  # a text-only turn (the released table system line)
+                chat.append({"role": message["role"], "content": "".join(p["text"] for p in parts)})
+                continue
+            content = [{"type": "image_url", "image_url": {"url": next(urls)}} if p["type"] == "image" else p
+                       for p in parts]
+            chat.append({"role": message["role"], "content": content})
         body: dict[str, Any] = {
             "model": self.ocfg.model,
-            "messages": [{"role": "user", "content": content}],
+            "messages": chat,
             "max_tokens": s.max_new_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p if s.temperature > 0 else 1.0,
@@ -95,6 +99,8 @@ class OpenAIBackend(RewardBackend):
         }
         if s.top_k and s.temperature > 0:
             body["top_k"] = s.top_k  # vLLM extension
+        if s.repetition_penalty != 1.0:
+            body["repetition_penalty"] = s.repetition_penalty  # vLLM extension (official tables: 1.05)
         schema = self.schemas[task]
         mode = self.ocfg.structured_output
         if mode == "response_format":

@@ -56,8 +56,8 @@ class VLLMBackend(RewardBackend):
         path = resolve_model_path(model_cfg, cache_dir)
         # Only for the chat template: prompt text with image placeholders (and the judge's text-only chats).
         processor = self.processor = load_processor(path)
-        self.prompts = {t: processor.apply_chat_template(messages(t), add_generation_prompt=True, tokenize=False)
-                        for t in CATEGORIES}
+        self.prompts = {t: processor.apply_chat_template(messages(t, cfg), add_generation_prompt=True,
+                                                         tokenize=False) for t in CATEGORIES}
         v = cfg.vllm
         engine_kwargs = dict(
             model=str(path), tensor_parallel_size=v.tensor_parallel_size,
@@ -85,6 +85,7 @@ class VLLMBackend(RewardBackend):
         return vllm.SamplingParams(
             temperature=s.temperature, top_p=s.top_p if s.temperature > 0 else 1.0,
             top_k=s.top_k if (s.top_k and s.temperature > 0) else -1, presence_penalty=s.presence_penalty,
+            repetition_penalty=s.repetition_penalty,
             max_tokens=s.max_new_tokens, seed=None, **structured_outputs_kwargs(self.schemas[task]),
         )
 
