@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from pipeline.schema import Strict
 
@@ -64,8 +64,9 @@ class TableConfig(Strict):
     size: tuple[int, int] = (768, 768)  # the cropped table is fitted inside (≤768 px, as in the paper)
     viewport: tuple[int, int] = (1024, 1024)  # browser viewport the page is laid out in (its width wraps)
     # The whole page is captured up to this W×H (px); a longer or wider page fails as output_too_large (it
-    # would be truncated: the critic would not see the rest). 177 rows of a typical table are ~4,700 px.
-    max_page: tuple[int, int] = (4096, 8192)
+    # would be truncated: the critic would not see the rest). 177 rows of a typical table are ~4,500 px. A page
+    # at the cap costs 2-5 s here (screenshot, decode, crop, downscale of 16 Mpx): this bounds hostile pages too.
+    max_page: tuple[PositiveInt, PositiveInt] = (2048, 8192)
     # A table smaller than `size` is captured at up to this scale (re-rasterised by Chromium, so text stays
     # crisp) instead of sitting as a speck in the middle of the image; larger ones are scaled down to fit.
     max_upscale: float = Field(2.0, ge=1.0, le=8.0)
