@@ -95,7 +95,7 @@ def _check_identity(samples, cfg):
         expected = expected_answer(s.task, s.reference_image, s.rendered_image, cfg.max_image_side)
         assert s.discrepancies == expected["errors"], s.uid
         assert s.extra["judgement"]["counts"] == expected["counts"]
-        assert s.reward_breakdown["visual_erm_paper/severity"] == sum(e["severity"] for e in expected["errors"])
+        assert s.reward_breakdown["visual_erm_official/severity"] == sum(e["severity"] for e in expected["errors"])
 
 
 def test_500_concurrent_requests_across_2_replicas_each_result_matched_to_its_sample(ray_local, models_cfg):
