@@ -16,8 +16,9 @@ from pipeline.rollout.base import (
     fill_response,
     never_sampled_token_ids,
     stop_token_ids,
+    vision_token_ids,
 )
-from pipeline.rollout.vllm import VLLMRollout, sampled_token_logprobs, vllm_import_error
+from pipeline.rollout.vllm import VLLMRollout, bad_words_for, sampled_token_logprobs, vllm_import_error
 from pipeline.sample import Sample
 from pipeline.schema import ConfigError
 from tests.logprobs import teacher_forced_logprobs
@@ -188,12 +189,17 @@ class FakeLLM:
                                                  outputs=list(reversed(completions))))  # any order
         return outputs
 
-    def collective_rpc(self, method, args=()):
-        self.rpc.append((method, args))
-        return [len(args[0])] if args else [0]
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        assert timeout is not None and timeout > 0  # every engine RPC is bounded
+        self.rpc.append((method, args or kwargs))
+        return [len(args[0])] if args else [None]
 
     def reset_prefix_cache(self):
         self.calls.append("reset_prefix_cache")
+
+    @property
+    def llm_engine(self):
+        return types.SimpleNamespace(reset_encoder_cache=lambda: self.calls.append("reset_encoder_cache"))
 
     def sleep(self, level):
         self.calls.append(f"sleep{level}")
@@ -207,9 +213,11 @@ def _fake_vllm_rollout(hf: HFRollout, llm: FakeLLM, sleep_mode: bool = False) ->
     rollout.sampling = hf.sampling
     rollout.engine_cfg = VLLMRolloutConfig(enable_sleep_mode=sleep_mode)
     rollout.processor, rollout.stop_ids = hf.processor, hf.stop_ids
-    rollout.never_sampled = [3, 4]
+    rollout.never_sampled = hf.never_sampled
+    rollout.bad_words = bad_words_for(hf.processor.tokenizer, hf.never_sampled)
     rollout._vllm = types.SimpleNamespace(SamplingParams=lambda **kw: kw)
     rollout.llm, rollout.version, rollout.asleep = llm, 0, False
+    rollout.timeout_s, rollout.tensor_parallel_size, rollout.handshake = 30.0, 1, None
     return rollout
 
 
@@ -237,8 +245,10 @@ def test_vllm_bookkeeping_gives_the_same_samples_as_hf(models_cfg):
         np.testing.assert_array_equal(np.asarray(images[0]), prompt.reference_image)
     params = llm.params
     assert params["n"] == 2 and params["temperature"] == 0.8 and params["max_tokens"] == 12
-    assert params["logprobs"] == 0 and params["top_k"] == -1 and params["stop_token_ids"] == hf.stop_ids
-    assert params["logit_bias"] == {3: -100.0, 4: -100.0}
+    assert params["logprobs"] == 0 and params["top_k"] == 0 and params["stop_token_ids"] == hf.stop_ids
+    # A hard block (bad words, one token each), not a logit bias.
+    assert "logit_bias" not in params
+    assert params["bad_words"] == [hf.processor.tokenizer.convert_ids_to_tokens(t) for t in hf.never_sampled]
 
     fields = ("prompt_id", "prompt_ids", "response_ids", "response_logprobs", "response_text", "policy_version")
     assert len(out) == len(reference) == 4
@@ -256,7 +266,7 @@ def test_vllm_greedy_params_and_weight_load_and_sleep(models_cfg):
     rollout.generate([_prompt(6)])
     assert llm.params["top_p"] == 0.9 and llm.params["top_k"] == 20
     greedy = rollout.generate([_prompt(6)], n=3, greedy=True)
-    assert llm.params["temperature"] == 0.0 and llm.params["top_p"] == 1.0 and llm.params["top_k"] == -1
+    assert llm.params["temperature"] == 0.0 and llm.params["top_p"] == 1.0 and llm.params["top_k"] == 0
     assert llm.params["n"] == 1  # greedy: one engine answer, repeated for the group
     assert len(greedy) == 3 and len({s.uid for s in greedy}) == 3
     assert all(s.response_ids == [5, hf.stop_ids[0]] for s in greedy)
@@ -267,8 +277,13 @@ def test_vllm_greedy_params_and_weight_load_and_sleep(models_cfg):
     assert llm.calls == ["sleep1"] and rollout.asleep
     state = {k: v.clone() for k, v in hf.model.state_dict().items()}
     rollout.load_weights(state, version=3)
-    assert llm.calls == ["sleep1", "wake_up", "reset_prefix_cache"]  # old prefix KV blocks are dropped
+    # Old prefix KV blocks and cached image embeddings are dropped.
+    assert llm.calls == ["sleep1", "wake_up", "reset_prefix_cache", "reset_encoder_cache"]
     assert rollout.version == 3
+    # The chunks load inside vLLM's layerwise reload (post-load processing), begun and finished once.
+    methods = [method for method, _ in llm.rpc]
+    assert methods[0] == "begin_weight_load" and methods[-1] == "finish_weight_load"
+    assert set(methods[1:-1]) == {"load_state_dict_items"}
     shipped = [item for method, args in llm.rpc if method == "load_state_dict_items" for item in args[0]]
     assert [name for name, _ in shipped] == list(state)
     assert all(t.device.type == "cpu" for _, t in shipped)
@@ -349,3 +364,68 @@ def test_vllm_gets_a_view_of_the_tiny_model_with_the_stock_processor_class(polic
     # A real checkpoint (stock processor class) is handed over unchanged.
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}))
     assert vllm_model_dir(tmp_path) == tmp_path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Vision special tokens: hard-blocked at sampling by both backends; one that appears anyway is a counted failure
+# ---------------------------------------------------------------------------------------------------------
+def test_vision_tokens_are_never_sampled_even_when_the_model_prefers_them(models_cfg):
+    """A real checkpoint's generation config suppresses nothing: the block comes from the model config's vision
+    token ids. The logits are pushed hard towards those tokens; none is sampled, and the reported log-probs are
+    still the raw (unsuppressed) ones the trainer recomputes."""
+    hf = HFRollout(models_cfg, SamplingConfig(n=3, max_new_tokens=6, temperature=1.0))
+    vision = vision_token_ids(hf.model.config)
+    assert len(vision) == 4
+    hf.model.generation_config.suppress_tokens = None  # as in Qwen3-VL-8B's generation_config.json
+    hf.never_sampled = never_sampled_token_ids(hf.model.generation_config, hf.model.config)
+    assert set(hf.never_sampled) == vision
+
+    def prefer_vision(_module, _inputs, logits):
+        logits = logits.clone()
+        logits[..., sorted(vision)] += 80.0
+        return logits
+
+    handle = hf.model.lm_head.register_forward_hook(prefer_vision)
+    try:
+        out = hf.generate([_prompt(7), _prompt(8)])
+    finally:
+        handle.remove()
+    for s in out:
+        assert vision.isdisjoint(s.response_ids) and s.failure is None
+        assert all(lp < -40 for lp in s.response_logprobs), s.response_logprobs  # raw mass kept
+
+
+def test_never_sampled_ids_cover_the_config_vision_tokens_and_suppress_tokens(models_cfg):
+    config = types.SimpleNamespace(image_token_id=10, video_token_id=11,
+                                   text_config=types.SimpleNamespace(vision_start_token_id=12))
+    assert vision_token_ids(config) == {10, 11, 12}
+    assert never_sampled_token_ids(types.SimpleNamespace(suppress_tokens=[3, 10]), config) == [3, 10, 11, 12]
+
+
+def test_bad_words_block_exactly_one_token_each(models_cfg):
+    hf = HFRollout(models_cfg, SamplingConfig(n=1, max_new_tokens=2))
+    tokenizer = hf.processor.tokenizer
+    words = bad_words_for(tokenizer, sorted(vision_token_ids(hf.model.config)))
+    assert "<|vision_start|>" in words and "<|image_pad|>" in words
+    assert [tokenizer.encode(w, add_special_tokens=False) for w in words] == \
+        [[t] for t in sorted(vision_token_ids(hf.model.config))]
+    multi = tokenizer.encode("plt.plot", add_special_tokens=False)
+    # A byte-level piece whose text re-encodes differently cannot be a one-token bad word: refused loudly.
+    unblockable = next(t for t in range(len(tokenizer))
+                       if tokenizer.encode(tokenizer.convert_ids_to_tokens(t), add_special_tokens=False) != [t])
+    with pytest.raises(ValueError, match="does not tokenize back"):
+        bad_words_for(tokenizer, [unblockable])
+    assert len(multi) >= 1
+
+
+def test_a_vision_token_that_slips_through_is_a_counted_policy_failure(models_cfg):
+    hf = HFRollout(models_cfg, SamplingConfig(n=1, max_new_tokens=8, temperature=0.8))
+    image_token = hf.model.config.image_token_id
+    eos = hf.stop_ids[0]
+    a, b = hf.processor.tokenizer.encode("plt.plot", add_special_tokens=False)[:2]
+    llm = FakeLLM([[([a, image_token, b, eos], [-0.1, -0.2, -0.3, -0.4])], [([a, b, eos], [-0.1] * 3)]],
+                  prompt_ids=[[1, 2], [1, 3]], stop_ids=hf.stop_ids)
+    rollout = _fake_vllm_rollout(hf, llm)
+    broken, fine = rollout.generate([_prompt(9), _prompt(10)], n=1)
+    assert broken.failure == "rollout:vision_token" and broken.response_ids == [a, image_token, b, eos]
+    assert fine.failure is None

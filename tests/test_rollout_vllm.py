@@ -78,8 +78,8 @@ def test_generates_groups_from_images(engine):
 
 def test_logprobs_match_the_hf_forward(engine, hf_model):
     """vLLM's sampled-token log-probs against a teacher-forced transformers forward at the same temperature.
-    Tolerance: kernels differ, and the tiny model's suppressed tokens are removed by logit_bias on the vLLM side
-    (a renormalisation of a few tenths of a percent of mass)."""
+    Tolerance: kernels differ, and the never-sampled tokens are hard-blocked (bad_words) on the vLLM side, so its
+    processed log-probs are renormalised without them (a few tenths of a percent of mass on the tiny model)."""
     model, processor = hf_model
     temperature = 0.8
     sample = engine.generate([_prompt(2)], n=2)[1]
@@ -126,11 +126,12 @@ def _free_port() -> int:
 
 
 def _send_weights(port: int, state_dict: dict, done) -> None:
-    from pipeline.rollout.weight_sync import broadcast_weights, init_weight_group
+    from pipeline.rollout.weight_sync import broadcast_weights, init_weight_group, weight_meta
 
     torch.cuda.set_device(1)
-    group = init_weight_group("127.0.0.1", port, 0, 2, torch.device("cuda", 1))
-    stats = broadcast_weights(group, ((k, v.to("cuda")) for k, v in state_dict.items()), torch.float32)
+    group = init_weight_group("127.0.0.1", port, 0, 2, torch.device("cuda", 1), timeout_s=SUBPROCESS_TIMEOUT_S)
+    meta = weight_meta(((k, v.shape, v.dtype) for k, v in state_dict.items()), torch.float32)
+    stats = broadcast_weights(group, ((k, v.to("cuda")) for k, v in state_dict.items()), torch.float32, meta)
     done.put(stats)
 
 

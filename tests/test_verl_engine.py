@@ -459,9 +459,6 @@ def test_grpo_batch_rejects_what_would_corrupt_training(rollouts, tiny_model_dir
 
     processor, hf_config = load_processor(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
     good = rollouts[0]
-    image_token_in_response = dataclasses.replace(
-        good, response_ids=[*good.response_ids[:-1], hf_config.image_token_id]
-    )
     two_parts_one_image = dataclasses.replace(
         good,
         messages=[
@@ -471,7 +468,6 @@ def test_grpo_batch_rejects_what_would_corrupt_training(rollouts, tiny_model_dir
     short_log_probs = dataclasses.replace(good, rollout_log_probs=good.rollout_log_probs[:-1])
     other_prompt = dataclasses.replace(good, prompt_ids=[*good.prompt_ids[:-1], good.prompt_ids[-1] + 1])
     for bad, message in [
-        (image_token_in_response, "vision special tokens"),
         (two_parts_one_image, "one image per image part"),
         (short_log_probs, "log-probs for"),
         (other_prompt, "differs from the trainer's encoding"),
@@ -549,12 +545,12 @@ def test_cpu_platform_never_shadows_an_accelerator():
 def test_excluded_samples_are_masked_and_take_no_part_in_their_groups_advantages(rollouts, tiny_model_dir):
     """Infrastructure failures (Sample.excluded) stay in the batch's shape but carry no loss; a group they
     leave with a single answer is masked whole (GRPO would use that answer's raw reward as its advantage)."""
+    import dataclasses
+
     from transformers import AutoConfig
 
     from pipeline.models import load_processor
     from pipeline.training.batch import build_grpo_batch
-
-    import dataclasses
 
     processor, hf_config = load_processor(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
     g0a, g0b, g1a, g1b = rollouts
@@ -567,3 +563,31 @@ def test_excluded_samples_are_masked_and_take_no_part_in_their_groups_advantages
     assert mask[2].sum() == 0 and adv[2].abs().sum() == 0
     assert mask[3:].sum() == 0 and adv[3:].abs().sum() == 0  # group 1 kept one trainable answer: masked whole
     assert mask[0].sum() == len(g0a.response_ids)
+
+
+def test_a_sampled_vision_token_is_a_masked_counted_failure_not_a_crash(rollouts, tiny_model_dir):
+    """A response holding a vision special token (the block at sampling should make it impossible) is masked
+    out of the update with its response replaced by padding, counted in the batch statistics; its group goes on
+    (a group left with one trainable answer is masked whole, as for exclusions)."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    from pipeline.models import load_processor
+    from pipeline.training.batch import build_grpo_batch
+    from pipeline.training.metrics import batch_stats
+
+    processor, hf_config = load_processor(tiny_model_dir), AutoConfig.from_pretrained(tiny_model_dir)
+    g0a, g0b, g1a, g1b = rollouts
+    for token in (hf_config.image_token_id, hf_config.vision_start_token_id):
+        broken = dataclasses.replace(g0a, response_ids=[*g0a.response_ids[:-1], token])
+        batch = build_grpo_batch([broken, g0b, dataclasses.replace(g0b, reward=g0b.reward + 1.0), g1a, g1b],
+                                 processor, hf_config)
+        mask, responses = batch.batch["response_mask"], batch.batch["responses"]
+        assert mask[0].sum() == 0 and batch.batch["advantages"][0].abs().sum() == 0
+        assert token not in batch.batch["input_ids"][0, batch.batch["prompts"].shape[1]:].tolist()
+        assert (responses[0] == processor.tokenizer.pad_token_id).all()
+        assert mask[1:].sum(dim=1).tolist() == [len(g0b.response_ids)] * 2 + [len(g1a.response_ids),
+                                                                             len(g1b.response_ids)]
+        assert batch.non_tensor_batch["vision_token"].tolist() == [True, False, False, False, False]
+        assert batch_stats(batch)["vision_token_samples"] == 1.0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -60,7 +60,7 @@ def make_rollout(models: ModelsConfig, rollout: RolloutConfig, device: str, seed
     if rollout.backend == "vllm":
         from pipeline.rollout.vllm import VLLMRollout
 
-        return VLLMRollout(models, rollout.sampling, rollout.vllm, seed=seed)
+        return VLLMRollout(models, rollout.sampling, rollout.vllm, seed=seed, timeout_s=rollout.timeout_s)
     raise ValueError(f"unknown rollout backend {rollout.backend!r} (hf, vllm)")
 
 
@@ -107,10 +107,29 @@ def stop_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
     return [int(i) for i in ids]
 
 
-def never_sampled_token_ids(generation_config: Any) -> list[int]:
-    """Tokens the policy must never emit (image placeholders and the like: `suppress_tokens`)."""
+# Qwen3-VL config fields naming the vision special tokens. A generated one would be read as an image
+# placeholder by the training forward pass (image tokens without image features, shifted M-RoPE positions).
+VISION_TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+# `Sample.failure` reason of a response that contains one anyway (a counted policy failure: see fill_response).
+VISION_TOKEN_FAILURE = "vision_token"
+
+
+def vision_token_ids(hf_config: Any) -> set[int]:
+    """The model's vision special tokens (`VISION_TOKEN_FIELDS` of its config; top level or text config)."""
+    ids = set()
+    for config in (hf_config, getattr(hf_config, "text_config", None)):
+        for name in VISION_TOKEN_FIELDS:
+            value = getattr(config, name, None) if config is not None else None
+            if value is not None:
+                ids.add(int(value))
+    return ids
+
+
+def never_sampled_token_ids(generation_config: Any, hf_config: Any = None) -> list[int]:
+    """Tokens the policy must never emit, hard-blocked at sampling by every backend: the generation config's
+    `suppress_tokens` and the model's vision special tokens (real checkpoints suppress none of them)."""
     suppress = getattr(generation_config, "suppress_tokens", None) if generation_config is not None else None
-    return [int(i) for i in suppress or []]
+    return sorted({int(i) for i in suppress or []} | (vision_token_ids(hf_config) if hf_config is not None else set()))
 
 
 def cut_at_stop(token_ids: Iterable[int], stop_ids: Sequence[int]) -> int:
@@ -131,8 +150,11 @@ def fill_response(
     tokenizer: Any,
     stop_ids: Sequence[int],
     version: int,
+    never_sampled: Collection[int] = (),
 ) -> Sample:
-    """Write one generated response into its Sample: cut at the first stop token, decode, tag the version."""
+    """Write one generated response into its Sample: cut at the first stop token, decode, tag the version.
+    A response holding a `never_sampled` token despite the sampling block is kept and marked as the policy's
+    failure (`rollout:vision_token`, counted per step); the trainer masks it out (pipeline/training/batch.py)."""
     if len(response_logprobs) < len(response_ids):
         raise ValueError(
             f"sample {sample.uid}: {len(response_logprobs)} log-probs for {len(response_ids)} response tokens"
@@ -144,10 +166,13 @@ def fill_response(
     sample.response_logprobs = [float(lp) for lp in response_logprobs[:length]]
     sample.response_text = tokenizer.decode(ids, skip_special_tokens=True)
     sample.policy_version = version
+    if never_sampled and not set(never_sampled).isdisjoint(ids):
+        sample.fail("rollout", VISION_TOKEN_FAILURE)
     return sample
 
 
 __all__ = [
+    "VISION_TOKEN_FAILURE",
     "VLLM_MISSING",
     "Rollout",
     "RolloutUnavailable",
@@ -161,4 +186,5 @@ __all__ = [
     "prompt_images",
     "prompt_text",
     "stop_token_ids",
+    "vision_token_ids",
 ]

@@ -11,6 +11,7 @@ from pipeline.rollout.base import (
     fill_response,
     is_sampling,
     logprob_temperature,
+    never_sampled_token_ids,
     prompt_images,
     prompt_text,
     stop_token_ids,
@@ -27,6 +28,7 @@ class HFRollout:
         # Left padding: every prompt in a batch must end where generation starts.
         self.processor.tokenizer.padding_side = "left"
         self.stop_ids = stop_token_ids(self.model.generation_config, self.processor.tokenizer)
+        self.never_sampled = never_sampled_token_ids(self.model.generation_config, self.model.config)
         self.version = 0
         self.generator_seed = seed
 
@@ -59,10 +61,12 @@ class HFRollout:
             sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k}
         else:
             sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        # The generation config's suppress_tokens (image placeholders) apply; `output_logits` returns the raw
-        # logits, before that suppression and before top-p/k, which is what the log-probs are taken from.
+        # `suppress_tokens` hard-blocks the never-sampled tokens (-inf logits: vision tokens, the generation
+        # config's own); `output_logits` returns the raw logits, before that suppression and before top-p/k,
+        # which is what the log-probs are taken from (what the trainer recomputes).
         out = self.model.generate(
-            **inputs, max_new_tokens=s.max_new_tokens, output_logits=True, return_dict_in_generate=True, **sampling
+            **inputs, max_new_tokens=s.max_new_tokens, output_logits=True, return_dict_in_generate=True,
+            suppress_tokens=self.never_sampled or None, **sampling
         )
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]
@@ -78,6 +82,7 @@ class HFRollout:
                 tokenizer=tokenizer,
                 stop_ids=self.stop_ids,
                 version=self.version,
+                never_sampled=self.never_sampled,
             )
             for i, sample in enumerate(expanded)
         ]

@@ -8,14 +8,20 @@
   `SamplingParams(n=...)`.
 - Log-probs: `logprobs=0` returns the sampled token's log-prob, and `logprobs_mode="processed_logprobs"`
   (verl's default, `verl/workers/config/rollout.py`) takes it after temperature scaling, i.e. under
-  softmax(logits / T) as the HF backend and the trainer compute it. Two documented differences: vLLM's
-  processed log-probs also reflect top-p/top-k truncation when those are on, and the never-sampled tokens
-  (`suppress_tokens`, through `logit_bias`); with top_p=1, top_k=0 and a real checkpoint (which does not
-  emit image placeholders) both backends report the same numbers up to kernel precision.
-- Weights: `load_weights` (a CPU state dict from the object store) goes to the engine's workers through
-  `collective_rpc` into the model's own `load_weights`; `init_weight_group` / `receive_weights` join and
-  consume the trainer's NCCL broadcast (`pipeline/rollout/weight_sync.py`). The prefix cache is reset after
-  every update: cached KV blocks were computed by the old weights.
+  softmax(logits / T) as the HF backend and the trainer compute it ("Processed means the values after
+  applying all processors, including temperature and top_k/top_p", vLLM's ModelConfig.logprobs_mode, from
+  0.10.2 on). Two documented differences: vLLM's processed log-probs also reflect top-p/top-k truncation when
+  those are on, and the hard block of the never-sampled tokens (their mass is renormalised away; a real
+  checkpoint puts ~0 on them); with top_p=1, top_k=0 both backends report the same numbers up to kernel
+  precision. Whatever differs is corrected by the trainer's truncated importance weights.
+- Never-sampled tokens (vision special tokens, `suppress_tokens`): hard-blocked with `bad_words` (each one
+  token; checked at start-up), not `logit_bias` (a finite penalty that also shifts the processed log-probs).
+- Weights: `load_weights` (a CPU state dict from the object store, already in the engine's dtype) goes to the
+  engine's workers through `collective_rpc` into the model's own `load_weights`, inside vLLM's layerwise
+  reload (pipeline/rollout/vllm_worker.py); `init_weight_group` / `receive_weights` join and consume the
+  trainer's NCCL broadcast through vLLM's native weight transfer (pipeline/rollout/weight_sync.py). Every
+  engine RPC has a timeout (rollout.timeout_s). The prefix cache and the vision-encoder cache are reset after
+  every update: cached KV blocks and image embeddings were computed by the old weights.
 - Sleep mode (colocated with the trainer): `sleep()` frees the KV cache and offloads the weights; `generate`
   and weight loads wake the engine first.
 
@@ -93,6 +99,21 @@ def vllm_model_dir(path: Path) -> Path:
     return view
 
 
+def bad_words_for(tokenizer: Any, token_ids: list[int]) -> list[str]:
+    """vLLM `bad_words` that block exactly these tokens: each token's text, which must encode back to that one
+    token (vLLM tokenizes bad words with the model's tokenizer, special tokens included), else a start-up
+    error rather than a block that silently misses."""
+    words = []
+    for token_id in token_ids:
+        word = tokenizer.convert_ids_to_tokens(int(token_id))
+        if word is None or tokenizer.encode(word, add_special_tokens=False) != [int(token_id)]:
+            raise ValueError(
+                f"token {token_id} ({word!r}) does not tokenize back to itself: it cannot be blocked as a vLLM "
+                "bad word")
+        words.append(word)
+    return words
+
+
 def _chunks(items: list[tuple[str, torch.Tensor]], max_bytes: int) -> list[list[tuple[str, torch.Tensor]]]:
     chunks, current, size = [], [], 0
     for name, tensor in items:
@@ -107,7 +128,8 @@ def _chunks(items: list[tuple[str, torch.Tensor]], max_bytes: int) -> list[list[
 
 
 class VLLMRollout:
-    def __init__(self, models: ModelsConfig, sampling: SamplingConfig, engine: VLLMRolloutConfig, seed: int = 0):
+    def __init__(self, models: ModelsConfig, sampling: SamplingConfig, engine: VLLMRolloutConfig, seed: int = 0,
+                 timeout_s: float = 600.0):
         why = vllm_import_error()
         if why is not None:
             raise RolloutUnavailable(f"{VLLM_MISSING} (import vllm failed here: {why})")
@@ -121,13 +143,18 @@ class VLLMRollout:
         self.sampling = sampling
         self.engine_cfg = engine
         self.tensor_parallel_size = engine.tensor_parallel_size
+        self.timeout_s = timeout_s  # one engine RPC, one weight-sync handshake wait (rollout.timeout_s)
+        self.handshake = None  # the NCCL round handshake, once init_weight_group has run
         path = resolve_model_path(models.policy, models.cache_dir)
         # The HF processor renders the chat template (the same prompt text the HF backend and the trainer use);
         # the tokenizer decodes responses exactly as the HF backend does.
         self.processor = load_processor(path)
         generation_config = self._generation_config(path)
+        from transformers import AutoConfig
+
         self.stop_ids = stop_token_ids(generation_config, self.processor.tokenizer)
-        self.never_sampled = never_sampled_token_ids(generation_config)
+        self.never_sampled = never_sampled_token_ids(generation_config, AutoConfig.from_pretrained(path))
+        self.bad_words = bad_words_for(self.processor.tokenizer, self.never_sampled)
         self._vllm = vllm
         self.llm = vllm.LLM(
             model=str(vllm_model_dir(path)),
@@ -145,6 +172,8 @@ class VLLMRollout:
             limit_mm_per_prompt={"image": 2, "video": 0},
             logprobs_mode="processed_logprobs",
             worker_extension_cls=WORKER_EXTENSION,
+            # vLLM's native NCCL weight transfer (rollout.weight_sync=nccl); idle until a group is joined.
+            weight_transfer_config={"backend": "nccl"},
         )
         self.version = 0
         self.asleep = False
@@ -166,11 +195,11 @@ class VLLMRollout:
             n=n,
             temperature=s.temperature if sampled else 0.0,
             top_p=s.top_p if sampled else 1.0,
-            top_k=s.top_k if (sampled and s.top_k > 0) else -1,
+            top_k=s.top_k if (sampled and s.top_k > 0) else 0,  # 0: off
             max_tokens=s.max_new_tokens,
             logprobs=0,  # the sampled token's log-prob only
             stop_token_ids=self.stop_ids,
-            logit_bias={token: -100.0 for token in self.never_sampled} or None,
+            bad_words=self.bad_words or None,
         )
 
     def generate(self, prompts: list[Sample], n: int | None = None, greedy: bool = False) -> list[Sample]:
@@ -205,6 +234,7 @@ class VLLMRollout:
                     tokenizer=tokenizer,
                     stop_ids=self.stop_ids,
                     version=self.version,
+                    never_sampled=self.never_sampled,
                 ))
         return results
 
@@ -212,28 +242,50 @@ class VLLMRollout:
     # Weights
     # -----------------------------------------------------------------------------------------------------
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
-        """Replace the engine's weights with a full HF-named state dict (object-store path) and adopt its version."""
+        """Replace the engine's weights with a full HF-named state dict (object-store path) and adopt its version.
+        The trainer already cast it to the engine's dtype (bf16 on the wire); chunks bound each RPC's size."""
         self.wake_up()
         items = [(name, tensor.detach().cpu().contiguous()) for name, tensor in state_dict.items()]
+        self._rpc("begin_weight_load")
         for chunk in _chunks(items, STATE_DICT_CHUNK_BYTES):
-            self.llm.collective_rpc("load_state_dict_items", args=(chunk,))
+            self._rpc("load_state_dict_items", args=(chunk,))
+        self._rpc("finish_weight_load")
         self._weights_changed(version)
 
     def init_weight_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int) -> list:
-        """Join the trainer's NCCL weight group: engine TP rank t becomes rank `rank_offset + t`."""
-        return self.llm.collective_rpc("init_weight_group", args=(master_address, master_port, rank_offset,
-                                                                  world_size))
+        """Join the trainer's NCCL weight group through vLLM's weight transfer engine (its workers take ranks
+        `rank_offset` + their rank in the engine) and the round handshake (pipeline/rollout/weight_sync.py).
+        Returns the ranks taken."""
+        from pipeline.rollout.weight_sync import Handshake
+
+        init_info = {"master_address": master_address, "master_port": master_port, "rank_offset": rank_offset,
+                     "world_size": world_size, "packed": False}
+        self._rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
+        self.handshake = Handshake.connect(master_address, master_port, self.timeout_s)
+        return [rank_offset + t for t in range(self.tensor_parallel_size)]
 
     def receive_weights(self, version: int) -> int:
-        """Consume one broadcast from trainer rank 0 (it must be sending concurrently); adopt its version."""
+        """One round from trainer rank 0: announce this engine inside the receive (no generate runs meanwhile:
+        the rollout actor runs one call at a time), take the round's update info, receive and load it through
+        vLLM's native transfer; adopt the version. Returns the number of tensors."""
+        if self.handshake is None:
+            raise RuntimeError("receive_weights before init_weight_group")
         self.wake_up()
-        received = self.llm.collective_rpc("receive_weights")
+        meta = self.handshake.enter_round(self.tensor_parallel_size)
+        self._rpc("start_weight_update")
+        self._rpc("update_weights", kwargs={"update_info": meta.update_info()})
+        self._rpc("finish_weight_update")
         self._weights_changed(version)
-        return int(received[0])
+        return len(meta.names)
+
+    def _rpc(self, method: str, args: tuple = (), kwargs: dict | None = None) -> list:
+        # Every call into the engine's workers is bounded: a worker stuck in a collective fails the call.
+        return self.llm.collective_rpc(method, timeout=self.timeout_s, args=args, kwargs=kwargs)
 
     def _weights_changed(self, version: int) -> None:
-        # Cached prefix KV blocks were computed with the old weights.
+        # Cached prefix KV blocks and cached vision-encoder outputs were computed with the old weights.
         self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
         self.version = version
 
     # -----------------------------------------------------------------------------------------------------

@@ -15,7 +15,11 @@ The batch is verl's `DataProto` in the layout verl's own PPO trainer hands to it
                             and takes no part in its group's statistics; a group left with fewer than two
                             trainable answers is masked whole: GRPO has nothing to compare it with)
   ref_log_prob   (B, R)     (added later when the KL loss is on) log-probs under the reference policy
+  rollout_is_weights (B, R) (added later with trainer.rollout_is) truncated importance weights, see engine.py
   non-tensor multi_modal_inputs: per sample {"pixel_values", "image_grid_thw"} — verl's engine concatenates them
+  non-tensor vision_token: per sample, whether its response holds a vision special token (sampled despite the
+                            block; the policy's counted failure): such a row is masked like an excluded one and
+                            its response replaced by padding (the forward pass would read it as an image)
   meta temperature: the sampling temperature
 
 About `mm_token_type_ids`: the processor marks image tokens of the prompt; we extend it with zeros over the
@@ -39,6 +43,8 @@ from PIL import Image
 from tensordict import TensorDict
 from verl import DataProto
 from verl.trainer.ppo import core_algos
+
+from pipeline.rollout.base import vision_token_ids
 
 QWEN3_VL_MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
 
@@ -136,13 +142,6 @@ def _rope_index_fn(hf_config: Any):
     return types.MethodType(Model.get_rope_index, holder)
 
 
-def _forbidden_response_tokens(hf_config: Any) -> set[int]:
-    # A generated vision token would be read as an image placeholder in the training forward pass (a mismatch
-    # between image tokens and image features, or shifted M-RoPE positions): refuse such a response loudly.
-    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    return {int(getattr(hf_config, n)) for n in names if getattr(hf_config, n, None) is not None}
-
-
 def build_grpo_batch(
     rollouts: Sequence[GRPORollout],
     processor: Any,
@@ -157,10 +156,11 @@ def build_grpo_batch(
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
     get_rope_index = _rope_index_fn(hf_config)
-    forbidden = _forbidden_response_tokens(hf_config)
+    forbidden = vision_token_ids(hf_config)
 
     encoded: list[EncodedPrompt] = []
     encoded_prompts: dict[tuple, EncodedPrompt] = {}
+    vision_token_rows: list[bool] = []
     for i, r in enumerate(rollouts):
         if len(r.response_ids) == 0:
             raise ValueError(f"rollout {i}: empty response (nothing to train on)")
@@ -168,9 +168,10 @@ def build_grpo_batch(
             raise ValueError(
                 f"rollout {i}: {len(r.rollout_log_probs)} log-probs for {len(r.response_ids)} response tokens"
             )
-        bad = forbidden.intersection(int(t) for t in r.response_ids)
-        if bad:
-            raise ValueError(f"rollout {i}: response contains vision special tokens {sorted(bad)}")
+        # A generated vision token (despite the sampling block) would be read as an image placeholder by the
+        # forward pass. The rollout counted it as the policy's failure (`rollout:vision_token`); here the row
+        # is masked out and its response replaced by padding, so it cannot corrupt the batch.
+        vision_token_rows.append(not forbidden.isdisjoint(int(t) for t in r.response_ids))
         key = _prompt_key(r.messages, r.images)
         enc = encoded_prompts.get(key)
         if enc is None:  # the n samples of a group share one prompt: encode it (chat template, image) once
@@ -200,7 +201,8 @@ def build_grpo_batch(
         n_prompt, n_response = enc.input_ids.numel(), len(r.response_ids)
         start = prompt_len - n_prompt  # left padding
         prompts[b, start:] = enc.input_ids
-        responses[b, :n_response] = torch.as_tensor(list(r.response_ids), dtype=torch.long)
+        if not vision_token_rows[b]:
+            responses[b, :n_response] = torch.as_tensor(list(r.response_ids), dtype=torch.long)
         attention_mask[b, start : prompt_len + n_response] = 1
         response_mask[b, :n_response] = 1
         # Prompt image tokens are type 1; generated tokens are text (0): the type ids span the whole sequence.
@@ -227,7 +229,7 @@ def build_grpo_batch(
         [float(r.reward) for r in rollouts]
     )
     group_index = np.array([r.group_id for r in rollouts], dtype=object)
-    trainable = trainable_rows(rollouts)
+    trainable = trainable_rows(rollouts, masked=vision_token_rows)
     # Masked rows get a group of their own, so they take no part in their group's mean and std.
     estimator_index = np.array(
         [g if keep else f"masked/{b}" for b, (g, keep) in enumerate(zip(group_index, trainable))], dtype=object)
@@ -255,21 +257,24 @@ def build_grpo_batch(
         non_tensors={
             "multi_modal_inputs": np.array(multi_modal_inputs, dtype=object),
             "group_id": group_index,
+            "vision_token": np.array(vision_token_rows, dtype=bool),
         },
         meta_info={"temperature": float(temperature)},
     )
 
 
-def trainable_rows(rollouts: Sequence[GRPORollout]) -> np.ndarray:
-    """Which rollouts take part in the loss: the trainable ones, unless masking left their group with a single
-    answer (GRPO would then use its raw reward as the advantage: nothing to compare it with)."""
+def trainable_rows(rollouts: Sequence[GRPORollout], masked: Sequence[bool] | None = None) -> np.ndarray:
+    """Which rollouts take part in the loss: the trainable ones not `masked`, unless masking left their group
+    with a single answer (GRPO would then use its raw reward as the advantage: nothing to compare it with)."""
+    masked = masked if masked is not None else [False] * len(rollouts)
+    keep = [r.trainable and not m for r, m in zip(rollouts, masked)]
     size: dict[str, int] = {}
     kept: dict[str, int] = {}
-    for r in rollouts:
+    for r, k in zip(rollouts, keep):
         size[r.group_id] = size.get(r.group_id, 0) + 1
-        kept[r.group_id] = kept.get(r.group_id, 0) + int(r.trainable)
-    return np.array([r.trainable and (kept[r.group_id] == size[r.group_id] or kept[r.group_id] >= 2)
-                     for r in rollouts], dtype=bool)
+        kept[r.group_id] = kept.get(r.group_id, 0) + int(k)
+    return np.array([k and (kept[r.group_id] == size[r.group_id] or kept[r.group_id] >= 2)
+                     for r, k in zip(rollouts, keep)], dtype=bool)
 
 
 # Keys the engine's loss needs; the rest of the DataProto stays with the caller.
@@ -283,6 +288,7 @@ ENGINE_TENSOR_KEYS = (
     "old_log_probs",
     "advantages",
     "ref_log_prob",
+    "rollout_is_weights",
 )
 ENGINE_NON_TENSOR_KEYS = ("multi_modal_inputs",)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.schema import Strict
 
@@ -52,6 +52,13 @@ class TrainerConfig(Strict):
     recompute_old_log_probs: bool = False
     # Log pi_trainer / pi_rollout per token before each update (rollout_ratio_* metrics): one extra forward pass.
     log_importance_ratio: bool = True
+    # Off-policy correction (truncated importance sampling, verl's `rollout_is_weights`): the rollout's
+    # log-probs differ from the trainer's when rollouts are up to `stream.max_staleness` versions old, or come
+    # from another engine (vLLM bf16 vs FSDP). Each token's PPO loss is then weighted by
+    # min(pi_trainer / pi_rollout, rollout_is_cap), pi_trainer the recomputed old log-probs: needs
+    # recompute_old_log_probs. Metrics: rollout_is_weight_mean, rollout_is_clipped_frac (tokens the cap cut).
+    rollout_is: bool = False
+    rollout_is_cap: float = Field(2.0, gt=1)  # verl's default rollout_is_threshold
 
     # --- engine (verl FSDPEngineConfig / HFModelConfig) ---
     strategy: Literal["fsdp2"] = "fsdp2"  # FSDP1 does not run on CPU
@@ -89,6 +96,14 @@ class TrainerConfig(Strict):
     keep_checkpoints: int | None = Field(None, ge=1)
     # Resume from <run_dir>/checkpoints/latest when there is one.
     resume: bool = True
+
+    @model_validator(mode="after")
+    def _check_rollout_is(self) -> TrainerConfig:
+        if self.rollout_is and not self.recompute_old_log_probs:
+            raise ValueError("trainer.rollout_is weights the loss by pi_trainer / pi_rollout: it needs "
+                             "trainer.recompute_old_log_probs=true (without it PPO's old log-probs are the "
+                             "rollout's and the weights would be 1)")
+        return self
     # A rank that dies or hangs mid-run: the driver restarts the whole group from the latest checkpoint (the
     # stream rewinds to its loader position) at most this many times per run; one more failure ends the run.
     max_restarts: int = Field(2, ge=0)

@@ -179,6 +179,25 @@ def importance_ratio_stats(
     }
 
 
+def rollout_is_weights(
+    current_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, response_mask: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance weights min(pi_old / pi_rollout, cap) per response token (verl's token-level
+    `rollout_is_weights`, `trainer/ppo/rollout_corr_helper.py`), zero on padding, no gradient; with the share of
+    tokens the cap truncated. pi_old is the trainer's policy before the update, pi_rollout the one that sampled."""
+    mask = response_mask.bool()
+    log_ratio = (current_log_probs.float() - rollout_log_probs.float()).clamp(-20, 20)  # verl's safety bound
+    raw = log_ratio.exp() * mask
+    weights = raw.clamp(max=cap).detach()
+    tokens = int(mask.sum())
+    if tokens == 0:
+        return weights, {}
+    return weights, {
+        "rollout_is_weight_mean": float(weights[mask].double().mean()),
+        "rollout_is_clipped_frac": float((raw[mask] > cap).double().mean()),
+    }
+
+
 def grpo_update(
     policy,
     batch: DataProto,
@@ -192,7 +211,8 @@ def grpo_update(
     (the whole batch, all ranks); FSDP2 averages the gradients. With the KL loss on, `reference` (from
     `create_reference_worker`) supplies the reference log-probs. Returns scalar metrics; the `rollout_ratio_*`
     ones (see `importance_ratio_stats`) cover this rank's shard only and cost one extra forward pass
-    (`trainer.log_importance_ratio`; free when `recompute_old_log_probs` is on).
+    (`trainer.log_importance_ratio`; free when `recompute_old_log_probs` is on). With `trainer.rollout_is` the
+    loss takes truncated importance weights (`rollout_is_weights`; metrics `rollout_is_*`).
     """
     from verl.utils import tensordict_utils as tu
 
@@ -206,9 +226,15 @@ def grpo_update(
     ratio_metrics: dict[str, float] = {}
     if cfg.recompute_old_log_probs or cfg.log_importance_ratio:
         current = compute_log_probs(policy, batch)["log_probs"]  # this policy, before the update
-        ratio_metrics = importance_ratio_stats(
-            current, batch.batch["old_log_probs"], batch.batch["response_mask"]
-        )
+        rollout = batch.batch["old_log_probs"]  # the sampling policy's (build_grpo_batch)
+        ratio_metrics = importance_ratio_stats(current, rollout, batch.batch["response_mask"])
+        if cfg.rollout_is:
+            # Off-policy correction: PPO's ratio is taken against the trainer's own log-probs (below), and each
+            # token's loss is weighted by how much likelier the trainer's policy makes it than the sampler did.
+            weights, is_metrics = rollout_is_weights(current, rollout, batch.batch["response_mask"],
+                                                     cfg.rollout_is_cap)
+            batch.batch["rollout_is_weights"] = weights
+            ratio_metrics.update(is_metrics)
         if cfg.recompute_old_log_probs:
             batch.batch["old_log_probs"] = current
     if cfg.use_kl_loss:
@@ -236,6 +262,7 @@ def grpo_update(
         "loss": _mean(raw["loss"]),
         "pg_loss": _mean(raw["actor/pg_loss"]),
         "pg_clipfrac": _mean(raw["actor/pg_clipfrac"]),
+        "pg_clipfrac_lower": _mean(raw["actor/pg_clipfrac_lower"]),  # dual-clip (negative advantages)
         "ppo_kl": _mean(raw["actor/ppo_kl"]),  # KL(old || current), how far this update moved
         "entropy": _mean(raw["actor/entropy_loss"]),  # token-mean entropy (verl names it entropy_loss)
         "grad_norm": _mean(raw["grad_norm"]),
@@ -251,13 +278,31 @@ def grpo_update(
     return metrics
 
 
-def export_policy_weights(worker) -> dict[str, torch.Tensor]:
-    """The policy's full (unsharded) weights on CPU, named as in the HF checkpoint, for weight sync.
+def export_policy_weights(worker, dtype: str | torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The policy's full (unsharded) weights on CPU, named as in the HF checkpoint, for weight sync; floating
+    tensors cast to `dtype` when given (what travels to the engines: bf16 is half the fp32 master copy).
 
     A collective over the trainer ranks: every rank must call it; each gets the full state dict.
     """
+    from pipeline.rollout.weight_sync import to_wire
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     per_tensor, _peft_config = worker.engine.get_per_tensor_param()
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in per_tensor}
+    return {name: to_wire(tensor, dtype).to("cpu", copy=True) for name, tensor in per_tensor}
+
+
+def policy_weight_meta(worker, dtype: str | torch.dtype | None = None):
+    """Names, wire dtypes and full shapes of what `get_per_tensor_param` yields, in its order, without gathering
+    anything (the FSDP2 state dict's DTensors know their global shapes; names converted as verl converts them).
+    The NCCL receivers allocate from it before the broadcast starts (pipeline/rollout/weight_sync.py)."""
+    from verl.utils.model import convert_weight_keys
+
+    from pipeline.rollout.weight_sync import weight_meta
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    module = worker.engine.module
+    params = convert_weight_keys(module.state_dict(), getattr(module, "_fsdp_wrapped_module", module))
+    return weight_meta(((name, p.shape, p.dtype) for name, p in params.items()), dtype)
 
 
 __all__ = [
@@ -270,4 +315,6 @@ __all__ = [
     "export_policy_weights",
     "grpo_update",
     "importance_ratio_stats",
+    "policy_weight_meta",
+    "rollout_is_weights",
 ]

@@ -13,11 +13,14 @@ GLOBAL_KEYS = ("loss", "grad_norm", "lr", "num_mini_batches", "update_skipped")
 TOKEN_MEAN_KEYS = (
     "pg_loss",
     "pg_clipfrac",
+    "pg_clipfrac_lower",
     "ppo_kl",
     "entropy",
     "kl",
     "rollout_ratio_mean",
     "rollout_log_prob_abs_diff",
+    "rollout_is_weight_mean",
+    "rollout_is_clipped_frac",
 )
 
 
@@ -54,6 +57,8 @@ def batch_stats(batch: DataProto) -> dict[str, float]:
         "reward_mean": float(rewards.mean()),
         "reward_std": float(rewards.std()),
         "response_length_mean": float(lengths.mean()),
+        # Responses with a vision special token (masked out of the update; failures/vision_token per step).
+        "vision_token_samples": float(np.sum(batch.non_tensor_batch.get("vision_token", np.zeros(0, bool)))),
         # All members scored alike: zero advantage, the group teaches nothing.
         "zero_advantage_group_frac": flat_groups / n_groups,
     }

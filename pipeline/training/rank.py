@@ -84,11 +84,12 @@ class RankTrainer:
         return compute_log_probs(worker, shard)["log_probs"]
 
     def export_weights(self) -> dict[str, torch.Tensor]:
-        """The full, HF-named policy state dict on CPU (every rank gets a copy; a collective)."""
+        """The full, HF-named policy state dict on CPU (every rank gets a copy; a collective), floating tensors
+        in the compute dtype (`param_dtype`: bf16 on the GPU presets, as the engines), not the fp32 master copy."""
         from pipeline.training.engine import export_policy_weights
 
         self._require_setup()
-        return export_policy_weights(self.policy)
+        return export_policy_weights(self.policy, dtype=self.cfg.param_dtype)
 
     def init_weight_group(self, master_address: str, master_port: int, world_size: int) -> None:
         """Rank 0 joins the NCCL weight-sync group with the rollout engines (as its rank 0). GPU only."""
@@ -99,13 +100,15 @@ class RankTrainer:
         if self.device != "cuda":
             raise RuntimeError("rollout.weight_sync=nccl needs GPU trainer ranks (trainer.num_gpus_per_rank > 0)")
         self.weight_group = init_weight_group(
-            master_address, master_port, 0, world_size, torch.device("cuda", torch.cuda.current_device())
+            master_address, master_port, 0, world_size, torch.device("cuda", torch.cuda.current_device()),
+            timeout_s=self.cfg.collective_timeout_s,
         )
 
     def broadcast_weights(self, dtype: str | None = None) -> dict[str, float]:
         """Gather the full policy tensor by tensor (a collective: every rank calls this) and, on rank 0,
         broadcast each into the rollout engines as it is gathered (cast to `dtype`, the engines' dtype)."""
         from pipeline.rollout.weight_sync import broadcast_weights
+        from pipeline.training.engine import policy_weight_meta
 
         self._require_setup()
         if self.rank == 0 and self.weight_group is None:
@@ -118,7 +121,8 @@ class RankTrainer:
             for _name, _tensor in per_tensor:  # take part in each all-gather; rank 0 does the sending
                 count += 1
             return {"tensors": float(count), "bytes": 0.0}
-        return broadcast_weights(self.weight_group, per_tensor, getattr(torch, dtype) if dtype else None)
+        wire = getattr(torch, dtype) if dtype else None
+        return broadcast_weights(self.weight_group, per_tensor, wire, policy_weight_meta(self.policy, wire))
 
     def save_checkpoint(self, path: str | Path, step: int) -> None:
         """verl's engine checkpoint into `path`: this rank's parameter and optimizer shards, lr scheduler, RNG."""
