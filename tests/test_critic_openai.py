@@ -190,7 +190,8 @@ def test_timeouts_fail_over_to_another_endpoint(servers):
 
 def test_garbage_answers_are_asked_again(servers):
     rm = servers(garbage_first=2)
-    backend = OpenAIBackend(_cfg([{"base_url": rm.url, "max_concurrency": 1}]))
+    cfg = _cfg([{"base_url": rm.url, "max_concurrency": 1}]).model_copy(update={"max_attempts": 3})
+    backend = OpenAIBackend(cfg)
     try:
         out = backend.score(_requests(3, seed=3))
     finally:
@@ -219,3 +220,31 @@ def test_every_endpoint_down_is_an_explicit_counted_exclusion():
         assert "after 3 tries" in j["reason"]
         assert s.reward is None and s.excluded.startswith("critic:transport:ConnectError")
     assert scorer.backend.stats.reasons == {"transport": 4}
+
+
+def test_released_layout_request_body():
+    """The released layout (official reward code): charts images first then the text, no captions; tables a
+    system line, the images, then "<image>\\n<image>\\n" + text; repetition penalty 1.05 for tables; the
+    constraint is the released answer format's schema."""
+    from pipeline.critic.config import builtin_format
+
+    tasks = {t: {"answer_format": "released", "layout": "released"} for t in ("chart", "table", "svg")}
+    cfg = RewardConfig.model_validate({"backend": "openai", "openai": {"endpoints": [{"base_url": "http://x:1/v1"}]},
+                                       "tasks": tasks})
+    backend = OpenAIBackend(cfg)
+    try:
+        from pipeline.critic.backends.base import JudgeRequest
+
+        ref, pred = backend.prepare(JudgeRequest("chart", np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)))
+        chart = backend.body("chart", ref, pred)
+        table = backend.body("table", ref, pred)
+    finally:
+        backend.close()
+    assert [m["role"] for m in chart["messages"]] == ["user"]
+    assert [p["type"] for p in chart["messages"][0]["content"]] == ["image_url", "image_url", "text"]
+    assert "Reference image:" not in json.dumps(chart)
+    assert table["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert table["messages"][1]["content"][2]["text"].startswith("<image>\n<image>\n")
+    assert table["repetition_penalty"] == 1.05 and "repetition_penalty" not in chart
+    assert chart["response_format"]["json_schema"]["schema"] == json_schema("chart", cfg.limits,
+                                                                            builtin_format("released", "chart"))

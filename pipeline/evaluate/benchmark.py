@@ -15,8 +15,9 @@ from pipeline.config import ConfigError
 from pipeline.data.records import RecordFormatError
 from pipeline.evaluate.config import CriticEvalConfig, JudgeConfig
 from pipeline.evaluate.critic import (
-    VERDICT_SCHEMA, ItemResult, LLMJudgeMatcher, Matcher, RecordError, SimilarityMatcher, parse_discrepancies,
-    score_item, summarize,
+    ALIGN_PROMPT, VERDICT_SCHEMA, ItemResult, LLMJudgeMatcher, Matcher, OfficialMatcher, RecordError,
+    SimilarityMatcher, align_prompt, align_schema, deterministic_align, parse_discrepancies, score_item,
+    score_item_official, summarize, summarize_official,
 )
 from pipeline.evaluate.records import BadRecord, BenchItem, iter_bench_items
 
@@ -45,8 +46,12 @@ def parse_critic_answer(answer: Any) -> Any:
         raise RecordError(f"critic answer is not valid JSON: {e.msg}") from None
 
 
-def make_matcher(config: CriticEvalConfig) -> Matcher:
+def make_matcher(config: CriticEvalConfig) -> Matcher | OfficialMatcher:
     m = config.matcher
+    if m.kind == "official":
+        if not m.judge.reward.get("backend"):  # the deterministic CPU fallback judge
+            return OfficialMatcher(deterministic_align(m.full_threshold, m.partial_threshold))
+        return OfficialMatcher(backend_align(m.judge))
     if m.kind == "llm_judge":
         return LLMJudgeMatcher(backend_judge(m.judge), max_attempts=m.judge.max_attempts)
     return SimilarityMatcher(m.full_threshold, m.partial_threshold)
@@ -72,6 +77,34 @@ def backend_judge(cfg: JudgeConfig):
         raise ConfigError(f"matcher.judge: the {backend.name} reward backend cannot generate text; "
                           "use hf, vllm or openai")
     return text_judge(backend, cfg.max_new_tokens, cfg.batch_size)
+
+
+def backend_align(cfg: JudgeConfig):
+    """The official matcher's judge through a reward backend: one schema-constrained text chat per item."""
+    from pipeline.critic.backends import TextRequest
+
+    template = ALIGN_PROMPT
+    if cfg.prompt_file:
+        try:
+            template = Path(cfg.prompt_file).expanduser().read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"matcher.judge.prompt_file: {e}") from None
+    backend = _make_reward_backend(cfg.reward, cfg.model_path, "matcher.judge.reward")
+    if not backend.supports_text:
+        backend.close()
+        raise ConfigError(f"matcher.judge: the {backend.name} reward backend cannot generate text; "
+                          "use hf, vllm or openai")
+
+    def align(task, predicted, annotated):
+        request = TextRequest([{"role": "user", "content": align_prompt(task, predicted, annotated, template)}],
+                              align_schema(len(predicted), len(annotated)),
+                              32 + cfg.align_tokens_per_error * (len(predicted) + len(annotated)))
+        (answer,) = backend.generate_text([request])
+        return answer.text if answer.error is None else None
+
+    align.backend = backend
+    align.kind = f"llm:{backend.name}"
+    return align
 
 
 def text_judge(backend, max_new_tokens: int = 48, batch_size: int = 64):
@@ -114,7 +147,8 @@ def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool =
     Time spent inside the critic's calls is reported (`critic_seconds`, also per task), apart from loading,
     fitting and scoring, so judgements/s measure the critic alone."""
     matcher = make_matcher(config)
-    judge_backend = getattr(getattr(matcher, "judge", None), "backend", None)
+    judge_fn = getattr(matcher, "judge", None) or getattr(matcher, "align", None)
+    judge_backend = getattr(judge_fn, "backend", None)
     own = predictor is None
     try:
         predict = make_predictor(config) if own else predictor
@@ -127,16 +161,18 @@ def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool =
         if judge_backend is not None:
             judge_backend.close()
     results, unscored, timing = scored
+    official = isinstance(matcher, OfficialMatcher)
     return {
-        "summary": summarize(results, config.counting),
-        "matcher": config.matcher.kind,
+        "summary": summarize_official(results) if official else summarize(results, config.counting),
+        "counting": config.counting,
+        "matcher": config.matcher.kind + (f" ({matcher.stats()['judge']} judge)" if official else ""),
         "critic_unusable_answers": sum(timing["unusable"].values()),
         "critic_unusable_by_task": dict(timing["unusable"]),
         "critic_seconds": sum(timing["seconds"].values()),
         "critic_seconds_by_task": dict(timing["seconds"]),
         "critic_items_by_task": dict(timing["items"]),
         "judge_failures": getattr(matcher, "judge_failures", 0),
-        "judge": matcher.stats() if isinstance(matcher, LLMJudgeMatcher) else None,
+        "judge": matcher.stats() if isinstance(matcher, (LLMJudgeMatcher, OfficialMatcher)) else None,
         "unscored": unscored,
         "items": [r.to_dict() for r in results],
     }
@@ -144,7 +180,7 @@ def evaluate_critic(data: str | Path, config: CriticEvalConfig, progress: bool =
 
 def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, progress: bool,
                predict: Predictor, sources: Optional[Iterable[str]] = None, desc: str = "critic eval"
-               ) -> tuple[list[ItemResult], list[dict], dict[str, Counter]]:
+               ) -> tuple[list, list[dict], dict[str, Counter]]:
     wanted = set(sources) if sources is not None else None
     results: list[ItemResult] = []
     unscored: list[dict] = []
@@ -170,18 +206,26 @@ def _score_all(data: str | Path, config: CriticEvalConfig, matcher: Matcher, pro
             if isinstance(answer, RecordFormatError):  # the item's images are broken: it cannot be judged
                 unscored.append({"id": item.id, "reason": str(answer)})
                 continue
+            official = isinstance(matcher, OfficialMatcher)
             try:
                 if isinstance(answer, Exception):
                     raise answer
-                predicted = parse_discrepancies(parse_critic_answer(answer), item.task)
+                raw = parse_critic_answer(answer)
+                predicted = raw if official else parse_discrepancies(raw, item.task)
+                if official and raw is not None and not isinstance(raw, (dict, list)):
+                    raise RecordError("critic answer is not a JSON object or list")
             except RecordError:
                 # An unusable critic answer is scored as "found nothing" and counted, as a reward would be.
                 timing["unusable"][item.task] += 1
                 predicted = []
             try:
-                annotated = parse_discrepancies(item.annotated, item.task)
-                results.append(score_item(item.id, item.task, predicted, annotated, matcher))
-            except RecordError as e:  # the annotation itself is malformed
+                if official:  # a failed judge (JudgeFailed) drops the item, as the official evaluation does
+                    results.append(score_item_official(item.id, item.task, predicted, item.annotated, matcher,
+                                                       config.category_filter == "exact"))
+                else:
+                    annotated = parse_discrepancies(item.annotated, item.task)
+                    results.append(score_item(item.id, item.task, predicted, annotated, matcher))
+            except RecordError as e:  # the annotation itself is malformed, or (official) the judge failed
                 unscored.append({"id": item.id, "reason": str(e)})
     bar.close()
     return results, unscored, timing
@@ -287,6 +331,7 @@ def _reward_backend_predictor(config: CriticEvalConfig) -> Predictor:
     from pipeline.critic.backends import JudgeRequest
 
     backend = _make_reward_backend(config.critic.reward, config.critic.model_path, "critic.reward")
+    exact = config.counting == "official" and config.category_filter == "exact"
 
     def call(items):
         out: list[Answer] = [None] * len(items)
@@ -301,7 +346,12 @@ def _reward_backend_predictor(config: CriticEvalConfig) -> Predictor:
             where.append(i)
         judgements = backend.score(requests) if requests else []
         for i, j in zip(where, judgements):
-            out[i] = {"errors": j.errors} if j.valid else RecordError(f"critic answer invalid: {j.reason}")
+            if not j.valid:
+                out[i] = RecordError(f"critic answer invalid: {j.reason}")
+            elif exact:  # the official literal filter judges what the critic wrote, in its own format
+                out[i] = j.raw
+            else:
+                out[i] = {"errors": j.errors}
         return out
 
     call.close = backend.close

@@ -48,10 +48,14 @@ class CriticSource(Strict):
 
 
 class JudgeConfig(Strict):
-    """The LLM judge of `matcher.kind: llm_judge`: a reward backend (hf / vllm / openai) asked text-only,
-    schema-constrained yes / partial / no questions."""
+    """The LLM judge of `matcher.kind: official` (one call per item aligning the two error lists, as the
+    official evaluation) or `llm_judge` (yes / partial / no per same-category pair): a reward backend (hf /
+    vllm / openai) asked text-only, schema-constrained questions. For `official`, no `reward.backend` = the
+    deterministic CPU fallback judge (word overlap, one-to-one; pipeline/evaluate/critic.py)."""
 
     reward: dict[str, Any] = {}  # a RewardConfig mapping (backend + its section), validated when used
+    prompt_file: Optional[str] = None  # official: the aligner's instruction ({task}, {predicted}, {annotated})
+    align_tokens_per_error: int = Field(48, ge=8)  # official: answer budget = 32 + this × (#pred + #annotated)
     model_path: Optional[str] = None  # local checkpoint for hf / vllm; None = the tiny model built offline
     max_new_tokens: int = Field(48, ge=8)  # a verdict is ~10 tokens; the schema bounds it
     max_attempts: int = Field(2, ge=1)  # asks per pair before its answer counts as a judge failure ("no")
@@ -59,10 +63,12 @@ class JudgeConfig(Strict):
 
 
 class MatcherConfig(Strict):
-    """deterministic: same category + location/description word overlap (thresholds below);
+    """official (default): as VC-RewardBench's evaluation, one judge answer per item aligns the whole lists,
+    no same-category requirement (`judge`; without a judge backend the deterministic word-overlap fallback);
+    deterministic: same category + location/description word overlap (thresholds below);
     llm_judge: same category + an LLM's yes / partial / no verdict per pair (`judge`)."""
 
-    kind: Literal["deterministic", "llm_judge"] = "deterministic"
+    kind: Literal["official", "deterministic", "llm_judge"] = "official"
     full_threshold: float = Field(0.5, ge=0, le=1)
     partial_threshold: float = Field(0.25, ge=0, le=1)
     judge: JudgeConfig = JudgeConfig()
@@ -77,10 +83,29 @@ class MatcherConfig(Strict):
 
 
 class CriticEvalConfig(Strict):
+    """Defaults reproduce the official VC-RewardBench counting (evaluation/evaluation.py); `counting: strict`
+    with `matcher.kind: deterministic | llm_judge` is our stricter variant (same category required,
+    precision/recall over all predicted/annotated items, unknown categories count as false positives,
+    failed-judge pairs count as "no")."""
+
     critic: CriticSource = CriticSource(kind="oracle")
     matcher: MatcherConfig = MatcherConfig()
-    # strict: precision/recall over all predicted/annotated items; official: as the released script counts
-    counting: Literal["strict", "official"] = "strict"
+    # official: FP/FN = unmatched items, unknown categories and failed-judge items dropped, Pearson per type.
+    # None: official with the official matcher, strict with the others.
+    counting: Optional[Literal["official", "strict"]] = None
+    # official counting: which categories survive. normalized = any spelling of the task's categories
+    # ("data", "Data_Error"); exact = the official literal filter ("data_error" only: our format keeps nothing).
+    category_filter: Literal["normalized", "exact"] = "normalized"
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        official = self.matcher.kind == "official"
+        if self.counting is None:
+            self.counting = "official" if official else "strict"
+        elif (self.counting == "official") != official:
+            raise ValueError("counting=official goes with matcher.kind=official, counting=strict with "
+                             "matcher.kind=deterministic or llm_judge")
+        return self
 
 
 def load_critic_config(path: str | Path) -> CriticEvalConfig:
