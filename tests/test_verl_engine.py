@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RANK_TIMEOUT_S = 150  # one trainer subprocess, imports included (~15-40 s on a loaded 2-core box)
 GROUPS, GROUP_SIZE = 2, 2  # 4 rollouts: 2 images × 2 answers each
 LOG_PROB_ATOL = 1e-4  # fp32 both sides; measured max difference ~1e-6
+IS_CAP = 1.001  # truncation cap of the stale second step: low enough that some tokens are cut
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -162,6 +163,7 @@ def run_trainer_rank(
         create_reference_worker,
         export_policy_weights,
         grpo_update,
+        rollout_is_weights,
     )
 
     cfg = TrainerConfig(lr=1e-3, micro_batch_size_per_device=1, kl_loss_coef=0.01, entropy_coeff=0.001)
@@ -181,9 +183,21 @@ def run_trainer_rank(
     after = _full_parameters(policy.engine.module)
     updated_log_probs = compute_log_probs(policy, local)["log_probs"]
     exported = export_policy_weights(policy)  # collective
+    exported_bf16 = export_policy_weights(policy, "bfloat16")  # what the GPU presets put on the wire
     if rank == 0:
         torch.save(exported, Path(out_path).with_suffix(".weights.pt"))
-    second = grpo_update(policy, local, cfg, reference=reference, global_batch_size=len(batch))
+        torch.save(exported_bf16, Path(out_path).with_suffix(".bf16.pt"))
+    # Second step, off-policy by one version: the rollouts were sampled by the initial policy, the trainer is
+    # one update further. Truncated IS: old log-probs recomputed, the loss weighted by min(pi_v1/pi_v0, cap).
+    stale_cfg = cfg.model_copy(update={"recompute_old_log_probs": True, "rollout_is": True,
+                                       "rollout_is_cap": IS_CAP})
+    weights, _ = rollout_is_weights(updated_log_probs, local.batch["old_log_probs"], local.batch["response_mask"],
+                                    IS_CAP)
+    mask, adv = local.batch["response_mask"].float(), local.batch["advantages"]
+    # At the start of the step PPO's ratio is 1 (old = current), so pg_loss = -sum(A * w) / tokens exactly.
+    expected_pg_loss = {"weighted": float(-(adv * weights * mask).sum() / mask.sum()),
+                        "unweighted": float(-(adv * mask).sum() / mask.sum())}
+    second = grpo_update(policy, local, stale_cfg, reference=reference, global_batch_size=len(batch))
 
     changed = [n for n in before if not torch.equal(before[n], after[n])]
     result = {
@@ -199,6 +213,7 @@ def run_trainer_rank(
         ],
         "metrics": metrics,
         "second_step_metrics": second,
+        "second_step_expected_pg_loss": expected_pg_loss,
         "num_params": len(before),
         "changed_params": changed,
         "vision_params": [n for n in before if "visual" in n],
@@ -258,6 +273,7 @@ def single_rank(tiny_model_dir, rollouts_file, tmp_path_factory) -> dict:
     [result] = _launch_ranks(1, tiny_model_dir, rollouts_file, out_dir)
     result["wall_s"] = time.perf_counter() - started
     result["weights_path"] = out_dir / "rank0.weights.pt"
+    result["bf16_weights_path"] = out_dir / "rank0.bf16.pt"
     return result
 
 
@@ -591,3 +607,46 @@ def test_a_sampled_vision_token_is_a_masked_counted_failure_not_a_crash(rollouts
                                                                              len(g1b.response_ids)]
         assert batch.non_tensor_batch["vision_token"].tolist() == [True, False, False, False, False]
         assert batch_stats(batch)["vision_token_samples"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Off-policy correction and weight sync, on the same subprocess run
+# ---------------------------------------------------------------------------------------------------------
+def test_stale_rollouts_get_truncated_importance_weights_in_the_loss(single_rank):
+    """Second step: rollouts one policy version old. pi_trainer / pi_rollout is no longer 1, the cap truncates
+    some tokens, and verl's PPO loss takes the weights (pg_loss equals the weighted value, not the plain one)."""
+    m = single_rank["second_step_metrics"]
+    assert m["rollout_log_prob_abs_diff"] > 1e-4
+    assert m["rollout_ratio_min"] < 1.0 < m["rollout_ratio_max"]
+    assert 0.0 < m["rollout_is_clipped_frac"] < 1.0
+    assert m["rollout_is_weight_mean"] < m["rollout_ratio_mean"]  # truncation only lowers weights
+    expected = single_rank["second_step_expected_pg_loss"]
+    assert abs(expected["weighted"] - expected["unweighted"]) > 1e-5
+    assert m["pg_loss"] == pytest.approx(expected["weighted"], rel=1e-4, abs=1e-7)
+    # First step, on-policy: no IS configured, the ratio is 1 to float precision.
+    first = single_rank["metrics"]
+    assert "rollout_is_weight_mean" not in first
+    assert first["rollout_ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_weight_sync_leaves_the_rollout_with_exactly_the_trainers_weights(single_rank, tiny_model_dir):
+    """The trainer's export loaded through the rollout seam (`Rollout.load_weights`, HF backend): every engine
+    parameter equals the trainer's afterwards (a dropped or misnamed tensor would stay stale), in fp32 and with
+    bf16 on the wire."""
+    from pipeline.config import ModelConfig, ModelsConfig, SamplingConfig
+    from pipeline.rollout import HFRollout
+
+    rollout = HFRollout(ModelsConfig(policy=ModelConfig(path=str(tiny_model_dir))), SamplingConfig(n=1))
+    parameters = {name for name, _ in rollout.model.named_parameters()}
+    before = {k: v.clone() for k, v in rollout.model.state_dict().items()}
+    for version, key, dtype in ((1, "weights_path", torch.float32), (2, "bf16_weights_path", torch.bfloat16)):
+        sent = torch.load(single_rank[key])
+        assert {t.dtype for t in sent.values() if t.is_floating_point()} == {dtype}
+        rollout.load_weights(sent, version=version)
+        engine = rollout.model.state_dict()
+        assert parameters <= set(sent) <= set(engine), sorted(parameters - set(sent))
+        for name, tensor in sent.items():
+            assert torch.equal(engine[name], tensor.to(engine[name].dtype)), name
+            if dtype == torch.float32 and name in parameters:  # every parameter moved in the update (bf16
+                assert not torch.equal(engine[name], before[name]), f"{name} is stale"  # may round back)
+        assert rollout.version == version

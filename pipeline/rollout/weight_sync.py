@@ -169,8 +169,14 @@ def broadcast_weights(group: WeightGroup, named_tensors: Iterable[tuple[str, tor
                       dtype: torch.dtype | None, meta: WeightMeta) -> dict[str, float]:
     """One round: handshake, then every (name, tensor) to all receivers in `meta` order, floating tensors cast
     to `dtype` (the engines'). A tensor that disagrees with `meta` raises before it is sent (the receivers then
-    wait in NCCL: the group is unusable, as after any failed collective). Returns counts."""
-    group.handshake.open_round(group.world_size - 1, meta)
+    wait in NCCL: the group is unusable, as after any failed collective). On any error the remaining tensors are
+    still drawn, so the other trainer ranks' all-gathers complete. Returns counts."""
+    named_tensors = iter(named_tensors)
+    try:
+        group.handshake.open_round(group.world_size - 1, meta)
+    except WeightSyncError:
+        _drain(named_tensors)
+        raise
     device = torch.device("cuda", torch.cuda.current_device())
     stream = torch.cuda.current_stream()
     sent = total_bytes = 0
@@ -180,6 +186,7 @@ def broadcast_weights(group: WeightGroup, named_tensors: Iterable[tuple[str, tor
                 or str(tensor.dtype).removeprefix("torch.") != meta.dtype_names[sent]:
             expected = (meta.names[sent], meta.dtype_names[sent], meta.shapes[sent]) if sent < len(meta.names) \
                 else "nothing more"
+            _drain(named_tensors)
             raise WeightSyncError(f"weight {sent}: sending {name!r} {tensor.dtype} {list(tensor.shape)}, the update "
                                   f"info announced {expected}")
         group.communicator.broadcast(tensor, src=0, stream=stream)
@@ -189,6 +196,13 @@ def broadcast_weights(group: WeightGroup, named_tensors: Iterable[tuple[str, tor
         raise WeightSyncError(f"sent {sent} weights, the update info announced {len(meta.names)}")
     torch.cuda.synchronize()
     return {"tensors": float(sent), "bytes": float(total_bytes)}
+
+
+def _drain(named_tensors) -> None:
+    # The other trainer ranks are in the same per-tensor all-gathers (FSDP2): finish them, or those ranks hang
+    # until the collective timeout.
+    for _ in named_tensors:
+        pass
 
 
 def destroy_weight_group(group: WeightGroup | None) -> None:
