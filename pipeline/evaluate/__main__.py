@@ -3,8 +3,10 @@
   critic --data PATH --critic CONFIG.yaml [--out results.json]
       VC-RewardBench metrics (F1 hard/soft, severity Pearson) of a critic on a targeted-edit set (parquet
       dir/file from `python -m pipeline.data edits`) or a local VC-RewardBench copy (.jsonl/.json). The
-      config's `matcher.kind` is `deterministic` (default) or `llm_judge` (a reward backend asked yes /
-      partial / no per pair, `matcher.judge.reward`); judge failures are counted and printed.
+      config's defaults reproduce the official counting (`matcher.kind: official`: one judge answer per item
+      aligns the lists — `matcher.judge.reward`, or on CPU without one a deterministic word-overlap judge;
+      items whose judge failed are dropped); `counting: strict` with `matcher.kind: deterministic | llm_judge`
+      is our stricter variant. Judge failures are counted and printed.
   policy --data DIR [--responses responses.jsonl] [--out results.json]
       TEDS/TEDS-S (tables), code text metrics, SSIM and MSE of rendered responses on a synth dataset, and
       for charts ChartMimic-style trace_text/layout/type/color_f1 and trace_chart_low_level (their mean);
