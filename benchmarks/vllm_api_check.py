@@ -182,7 +182,7 @@ TOUCHED: tuple[Any, ...] = (
     # sampling
     Params("vllm:SamplingParams", (
         "n", "temperature", "top_p", "top_k", "max_tokens", "logprobs", "stop_token_ids", "bad_words",
-        "presence_penalty", "seed", "structured_outputs",
+        "presence_penalty", "repetition_penalty", "seed", "structured_outputs",
     )),
     Params("vllm.sampling_params:StructuredOutputsParams", ("json",)),
     # outputs

@@ -20,6 +20,7 @@ from pipeline.critic.backends.base import BackendUnavailable, RawAnswer, RewardB
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.prompts import messages
 from pipeline.critic.schema import CATEGORIES
+from pipeline.rollout.vllm import vllm_model_dir
 
 
 def vllm_available() -> tuple[bool, str]:
@@ -31,16 +32,16 @@ def vllm_available() -> tuple[bool, str]:
 
 
 def structured_outputs_kwargs(schema: dict) -> dict[str, Any]:
-    """SamplingParams keyword for a JSON-Schema constraint, across vLLM versions (≥0.12: structured_outputs;
-    earlier: guided_decoding)."""
-    try:
-        from vllm.sampling_params import StructuredOutputsParams
+    """SamplingParams keyword for a JSON-Schema constraint (vLLM ≥ 0.12; the `gpu` extra pins 0.33)."""
+    from vllm.sampling_params import StructuredOutputsParams
 
-        return {"structured_outputs": StructuredOutputsParams(json=schema)}
-    except ImportError:
-        from vllm.sampling_params import GuidedDecodingParams
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
 
-        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+
+# A retry of a greedy task (tables answer at temperature 0) samples instead, at the paper's RM sampling for
+# charts/SVG: greedy decoding would repeat the invalid answer it is retrying.
+RETRY_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20}
+ENGINE_START_TIMEOUT_S = 3600.0  # an 8B engine loads and captures CUDA graphs in minutes
 
 
 class VLLMBackend(RewardBackend):
@@ -53,7 +54,8 @@ class VLLMBackend(RewardBackend):
         super().__init__(cfg)
         import vllm
 
-        path = resolve_model_path(model_cfg, cache_dir)
+        # The rollout's model directory view: our tiny models name a processor class vLLM cannot resolve.
+        path = vllm_model_dir(resolve_model_path(model_cfg, cache_dir))
         # Only for the chat template: prompt text with image placeholders (and the judge's text-only chats).
         processor = self.processor = load_processor(path)
         self.prompts = {t: processor.apply_chat_template(messages(t, cfg), add_generation_prompt=True,
@@ -63,10 +65,12 @@ class VLLMBackend(RewardBackend):
             model=str(path), tensor_parallel_size=v.tensor_parallel_size,
             gpu_memory_utilization=v.gpu_memory_utilization, max_model_len=v.max_model_len,
             max_num_seqs=v.max_num_seqs, dtype=model_cfg.dtype, seed=v.seed, enforce_eager=v.enforce_eager,
-            limit_mm_per_prompt={"image": 2},
+            # Reference and rendering; no video memory profiled.
+            limit_mm_per_prompt={"image": 2, "video": 0},
         )
-        self.params = {t: self._sampling_params(vllm, t) for t in CATEGORIES}
-        self._ids = itertools.count()
+        self._vllm = vllm
+        # One seed per request, never repeated: a retry (attempt > 1) draws a different answer.
+        self._seeds = itertools.count(v.seed * 1_000_000)
         if v.engine == "llm":
             self.llm = vllm.LLM(**engine_kwargs)
             self.engine = None
@@ -78,29 +82,39 @@ class VLLMBackend(RewardBackend):
             self.loop = asyncio.new_event_loop()
             self.thread = threading.Thread(target=self.loop.run_forever, name="vllm-reward-loop", daemon=True)
             self.thread.start()
-            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
 
-    def _sampling_params(self, vllm, task):
+            async def build():
+                # Built on the loop that will run every request, so the engine's output handler and queues
+                # belong to that loop (AsyncLLM starts its handler on the running loop at construction).
+                return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs))
+
+            try:
+                self.engine = asyncio.run_coroutine_threadsafe(build(), self.loop).result(ENGINE_START_TIMEOUT_S)
+            except BaseException:
+                self._stop_loop()
+                raise
+
+    def _sampling_params(self, task: str, attempt: int = 1):
         s = self.cfg.sampling(task)
-        return vllm.SamplingParams(
-            temperature=s.temperature, top_p=s.top_p if s.temperature > 0 else 1.0,
-            top_k=s.top_k if (s.top_k and s.temperature > 0) else -1, presence_penalty=s.presence_penalty,
-            repetition_penalty=s.repetition_penalty,
-            max_tokens=s.max_new_tokens, seed=None, **structured_outputs_kwargs(self.schemas[task]),
+        sampling = {"temperature": s.temperature, "top_p": s.top_p if s.temperature > 0 else 1.0,
+                    "top_k": s.top_k if (s.top_k and s.temperature > 0) else 0}
+        if attempt > 1 and s.temperature == 0:
+            sampling = dict(RETRY_SAMPLING)
+        return self._vllm.SamplingParams(
+            **sampling, presence_penalty=s.presence_penalty, repetition_penalty=s.repetition_penalty,
+            max_tokens=s.max_new_tokens, seed=next(self._seeds), **structured_outputs_kwargs(self.schemas[task]),
         )
 
-    def _text_params(self, vllm, request: TextRequest):
-        return vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, seed=None,
-                                   **structured_outputs_kwargs(request.schema))
+    def _text_params(self, request: TextRequest):
+        return self._vllm.SamplingParams(temperature=0.0, max_tokens=request.max_new_tokens, seed=next(self._seeds),
+                                         **structured_outputs_kwargs(request.schema))
 
     def _generate_text(self, requests: list[TextRequest]) -> list[RawAnswer]:
-        import vllm
-
         inputs = [{"prompt": self.processor.apply_chat_template(
             [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
              if isinstance(m.get("content"), str) else m for m in r.messages],
             add_generation_prompt=True, tokenize=False)} for r in requests]
-        params = [self._text_params(vllm, r) for r in requests]
+        params = [self._text_params(r) for r in requests]
         if self.llm is not None:
             outs = self.llm.generate(inputs, params, use_tqdm=False)
             return [RawAnswer(o.outputs[0].text, o.outputs[0].finish_reason) for o in outs]
@@ -121,23 +135,29 @@ class VLLMBackend(RewardBackend):
 
     def _generate(self, task, pairs, attempt):
         inputs = self._inputs(task, pairs)
+        params = [self._sampling_params(task, attempt) for _ in inputs]
         if self.llm is not None:
-            outs = self.llm.generate(inputs, self.params[task], use_tqdm=False)
+            outs = self.llm.generate(inputs, params, use_tqdm=False)
             return [RawAnswer(o.outputs[0].text, o.outputs[0].finish_reason) for o in outs]
-        fut = asyncio.run_coroutine_threadsafe(self._agenerate(task, inputs), self.loop)
+        fut = asyncio.run_coroutine_threadsafe(self._agenerate(inputs, params), self.loop)
         return fut.result()
 
-    async def _agenerate(self, task, inputs):
-        async def one(prompt):
+    async def _agenerate(self, inputs, params):
+        async def one(prompt, p):
             final = None
-            async for out in self.engine.generate(prompt, self.params[task], f"rm-{uuid.uuid4().hex}"):
+            async for out in self.engine.generate(prompt, p, f"rm-{uuid.uuid4().hex}"):
                 final = out
             o = final.outputs[0]
             return RawAnswer(o.text, o.finish_reason)
 
-        return list(await asyncio.gather(*(one(p) for p in inputs)))
+        return list(await asyncio.gather(*(one(i, p) for i, p in zip(inputs, params))))
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.shutdown()
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.engine = None
+            self._stop_loop()
