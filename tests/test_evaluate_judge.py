@@ -129,6 +129,34 @@ def test_tiny_hf_judge_answers_always_parse(models_cfg):
         backend.close()
 
 
+def test_official_matcher_through_the_tiny_hf_judge(models_cfg):
+    """The official matcher's judge through the critic backend seam: one constrained text chat per item; the
+    tiny random model's answers always parse under the official cleaning (ids bounded by the schema)."""
+    from pipeline.evaluate.benchmark import make_matcher
+    from pipeline.evaluate.config import CriticEvalConfig
+    from pipeline.evaluate.critic import OfficialMatcher
+
+    from pipeline.models import resolve_model_path
+
+    path = str(resolve_model_path(models_cfg.reward, models_cfg.cache_dir))  # the session's random tiny critic
+    cfg = CriticEvalConfig.model_validate({"matcher": {"judge": {"model_path": path, "align_tokens_per_error": 40,
+                                                                 "reward": {"backend": "hf", "hf": {"num_threads": 1}}}}})
+    matcher = make_matcher(cfg)
+    try:
+        assert isinstance(matcher, OfficialMatcher) and matcher.stats()["judge"] == "llm:hf"
+        for k in range(3):
+            pred = parse_discrepancies([e("data", f"bar {k} is off"), e("text", "title typo", 1)], "chart")
+            ann = parse_discrepancies([e("style", "red line"), e("data", f"bar {k} too high"),
+                                       e("text", "legend")], "chart")
+            alignment = matcher("chart", pred, ann)
+            ids = [m.predicted for m in alignment.matches]
+            assert len(set(ids)) == len(ids) and all(0 <= i < 2 for i in ids)
+            assert set(alignment.unmatched_predicted) <= {0, 1} and set(alignment.unmatched_annotated) <= {0, 1, 2}
+        assert matcher.judge_items == 3 and matcher.judge_failures == 0
+    finally:
+        matcher.align.backend.close()
+
+
 HAVE_VLLM, WHY = vllm_available()
 
 
