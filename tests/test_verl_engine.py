@@ -623,6 +623,10 @@ def test_stale_rollouts_get_truncated_importance_weights_in_the_loss(single_rank
     expected = single_rank["second_step_expected_pg_loss"]
     assert abs(expected["weighted"] - expected["unweighted"]) > 1e-5
     assert m["pg_loss"] == pytest.approx(expected["weighted"], rel=1e-4, abs=1e-7)
+    print(f"\nstale by one version: ratio {m['rollout_ratio_min']:.4f}..{m['rollout_ratio_max']:.4f} (mean "
+          f"{m['rollout_ratio_mean']:.5f}), IS weight mean {m['rollout_is_weight_mean']:.5f}, cut by the cap "
+          f"{m['rollout_is_clipped_frac']:.2f}; pg_loss {m['pg_loss']:.6f} = weighted {expected['weighted']:.6f} "
+          f"(unweighted {expected['unweighted']:.6f})")
     # First step, on-policy: no IS configured, the ratio is 1 to float precision.
     first = single_rank["metrics"]
     assert "rollout_is_weight_mean" not in first
