@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 import pytest
 
 from pipeline.critic.config import JudgementLimits
@@ -36,7 +37,7 @@ LABELS = {
 }
 
 
-def synthetic_rows(n: int, tasks=("chart", "table", "svg"), seed: int = 0) -> list[dict]:
+def synthetic_rows(n: int, tasks=("chart", "table", "svg"), seed: int = 0, answer_format=None) -> list[dict]:
     """n rows over `tasks`: a coloured rectangle; every other rendering has the task's labelled change."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -51,7 +52,7 @@ def synthetic_rows(n: int, tasks=("chart", "table", "svg"), seed: int = 0) -> li
             errors = [LABELS[task]]
         rows.append(make_row(task=task, source="edit" if errors else "clean", teacher="edit-engine", index=i,
                              split="train", seed=seed, reference=ref, rendering=rend, errors=errors,
-                             limits=LIMITS))
+                             limits=LIMITS, answer_format=answer_format))
     return rows
 
 
@@ -296,3 +297,37 @@ def test_a_run_past_its_timeout_is_killed(tmp_path, critic_set, model_cache, ray
     while ray_session.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)  # killed actors and the removed placement group give their CPUs back
     assert ray_session.available_resources().get("CPU", 0) == 2
+
+
+def test_sft_trains_the_prompt_and_images_the_critic_is_served_with(tmp_path, base_dir, model_cache):
+    """A set in the released answer format trains only for a critic served in that format, and the training
+    prompt is then the serving one (released layout: images first, no captions) with its image handling."""
+    from pipeline.critic.config import RELEASED_FORMAT, RewardConfig
+    from pipeline.critic.images import prepare_pair
+    from pipeline.critic.prompts import messages
+    from pipeline.critic.training.sft import Encoder, load_examples
+    from pipeline.models import load_processor
+
+    rows = synthetic_rows(4, tasks=("chart",), answer_format=RELEASED_FORMAT)
+    released_set = tmp_path / "released"
+    write_dataset(rows, released_set, LIMITS, answer_formats={"chart": RELEASED_FORMAT})
+    with pytest.raises(CriticDataError, match=r"chart answers are in the 'released' answer format, the critic "
+                                              r"would be served with 'ours'"):
+        load_examples(make_cfg(released_set, tmp_path / "out", model_cache))
+
+    serve = {"tasks": {"chart": {"answer_format": "released", "layout": "released"}}}
+    cfg = make_cfg(released_set, tmp_path / "out", model_cache, f"serve={json.dumps(serve)}")
+    examples = load_examples(cfg)
+    assert '"structure_error_count"' in examples[0].answer  # the released shape, counts first
+    processor = load_processor(base_dir)
+    encoder = Encoder(processor, cfg.max_image_side, cfg.serve)
+    served = RewardConfig.model_validate(serve)
+    assert encoder.prompt("chart") == processor.apply_chat_template(messages("chart", served),
+                                                                    add_generation_prompt=True, tokenize=False)
+    assert "Reference image:" not in encoder.prompt("chart")  # ours captions each image; released does not
+    example = examples[0]
+    inputs = encoder.encode(example, encoder.answer_ids(example))
+    ref, rend = prepare_pair("chart", example.reference, example.rendering, "released", cfg.max_image_side)
+    expected = processor.image_processor(images=[ref, rend], return_tensors="pt")
+    assert inputs["image_grid_thw"].tolist() == expected["image_grid_thw"].tolist()
+    assert torch.allclose(inputs["pixel_values"], expected["pixel_values"])  # the JPEG round trip included

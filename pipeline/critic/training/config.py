@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from pipeline import config as run_config  # the run config's override and key-path helpers, reused
 from pipeline.config import ModelConfig, TinyModelConfig
-from pipeline.critic.config import JudgementLimits
+from pipeline.critic.config import JudgementLimits, RewardConfig
 from pipeline.schema import ConfigError, Strict
 
 TaskKind = Literal["chart", "table", "svg"]
@@ -60,6 +60,10 @@ class CriticTrainConfig(Strict):
     # served critic's grammar is built from these and must admit every training answer.
     limits: JudgementLimits = JudgementLimits()
     max_image_side: int = Field(1024, ge=16)  # images resized like the serving path (paper: ≤1024 px)
+    # The reward settings the critic will be served with (`reward:` of the run config, or just its `tasks:`):
+    # SFT builds each task's prompt (prompt file, message layout, image handling) exactly as that serving
+    # config does, and the set's answer format must be the one it serves. None = ours for everything.
+    serve: RewardConfig | None = None
 
     # --- optimisation ---
     steps: int = Field(100, ge=1)  # optimizer steps (not micro-steps)

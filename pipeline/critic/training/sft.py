@@ -3,8 +3,9 @@
 No Ray here: `actors/critic_trainer.py` runs one of these per Ray actor, `launch.py` one in a subprocess.
 
 What is trained is exactly what is served (`pipeline/critic/backends/hf.py`): the prompt is the processor's
-chat template over `prompts.messages(task)` with the generation prompt, the images are (reference, rendering)
-through `to_array` + `resize_max_side(max_image_side)`, and the target is the row's answer text followed by
+chat template over `prompts.messages(task, serve)` with the generation prompt (`serve`: the reward settings the
+critic will be served with — each task's prompt file and message layout; unset: ours), the images are
+(reference, rendering) through `images.prepare_pair` under that layout, and the target is the row's answer text followed by
 the tokenizer's eos token (one of the ids generation stops at). The loss covers the answer and eos only.
 
 Batches: every optimizer step takes the next `global_batch_size` examples of one seeded stream (an
@@ -38,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.critic.dataset import CriticDataError, CriticExample, read_examples, read_manifest
-from pipeline.critic.images import resize_max_side, to_array
-from pipeline.critic.prompts import messages
+from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
+from pipeline.critic.dataset import CriticDataError, CriticExample, answer_formats, read_examples, read_manifest
+from pipeline.critic.images import prepare_pair
+from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
 from pipeline.models.warm_start import collate
 
@@ -62,7 +64,19 @@ def check_manifest(cfg: CriticTrainConfig) -> dict[str, Any]:
             f"{cfg.data}: the set was written with limits {written}, this run has limits "
             f"{cfg.limits.model_dump()}; set `limits` to the manifest's (answers were cut to those limits, and "
             "the served critic's grammar is built from the run's)")
+    # The answers must be in the format the critic will be served with (its grammar and parser follow it).
+    for task, fmt in answer_formats(manifest).items():
+        served = cfg.serve.answer_format(task) if cfg.serve is not None else OURS_FORMAT
+        if fmt != served:
+            raise CriticDataError(
+                f"{cfg.data}: the {task} answers are in the {_format_name(fmt, task)} answer format, the critic "
+                f"would be served with {_format_name(served, task)}; set serve.tasks.{task}.answer_format to the "
+                "set's (or rebuild the set with the serving format)")
     return manifest
+
+
+def _format_name(fmt, task: str) -> str:
+    return next((repr(n) for n in FORMAT_NAMES if builtin_format(n, task) == fmt), "a custom")
 
 
 def load_examples(cfg: CriticTrainConfig) -> list[CriticExample]:
@@ -93,16 +107,17 @@ def rank_share(batch: list[int], rank: int, world_size: int) -> list[int]:
 class Encoder:
     """(example) → the model inputs of the serving prompt + answer + eos, labels on answer + eos only."""
 
-    def __init__(self, processor, max_image_side: int):
+    def __init__(self, processor, max_image_side: int, serve=None):
         self.processor = processor
         self.max_image_side = max_image_side
+        self.serve = serve  # the RewardConfig the critic will be served with (prompt, layout); None = ours
         self.eos = processor.tokenizer.eos_token
         self.prompts: dict[str, str] = {}
 
     def prompt(self, task: str) -> str:
         if task not in self.prompts:  # the HF backend's prompt, character for character
-            self.prompts[task] = self.processor.apply_chat_template(messages(task), add_generation_prompt=True,
-                                                                    tokenize=False)
+            self.prompts[task] = self.processor.apply_chat_template(messages(task, self.serve),
+                                                                    add_generation_prompt=True, tokenize=False)
         return self.prompts[task]
 
     def answer_ids(self, example: CriticExample) -> list[int]:
@@ -119,8 +134,8 @@ class Encoder:
         return full_ids[len(prompt_ids):]
 
     def encode(self, example: CriticExample, answer_ids: list[int]) -> dict[str, torch.Tensor]:
-        images = [resize_max_side(to_array(example.reference, "reference"), self.max_image_side),
-                  resize_max_side(to_array(example.rendering, "rendering"), self.max_image_side)]
+        images = list(prepare_pair(example.task, example.reference, example.rendering,
+                                   layout(example.task, self.serve), self.max_image_side))
         full = self.processor(text=[self.prompt(example.task) + example.answer + self.eos], images=images,
                               return_tensors="pt", return_mm_token_type_ids=True)
         input_ids = full["input_ids"][0]
@@ -335,7 +350,7 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
     examples = load_examples(cfg)
     base_path = resolve_model_path(cfg.model, cfg.cache_dir)
     processor = load_processor(base_path)
-    encoder = Encoder(processor, cfg.max_image_side)
+    encoder = Encoder(processor, cfg.max_image_side, cfg.serve)
     answer_ids = [encoder.answer_ids(e) for e in examples]
     model = load_model(base_path, cfg.dtype)
     eos_id = processor.tokenizer.eos_token_id
