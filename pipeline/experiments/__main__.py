@@ -48,6 +48,9 @@ def run_ablation(cfg, progress: bool = True) -> dict:
 
     started = time.perf_counter()
     first = ablation.arm_config(cfg, cfg.arms[0], cfg.seeds[0])
+    from pipeline import console
+
+    console.setup(first.logging.progress)  # the driver's console policy: 15 runs in one process stay readable
     setup_console_logging(first.logging.level)
     out = Path(cfg.out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
