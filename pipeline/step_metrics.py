@@ -47,6 +47,8 @@ def sample_metrics(groups: list[list[Sample]], trainer_version: int) -> dict[str
     for reason, count in failures.items():
         metrics[f"failures/{reason}"] = count
     metrics["judgement/invalid"] = sum(1 for s in samples if "invalid_judgement" in (s.failure or ""))
+    # answers off the schema that the official parsing rule read leniently (a critic drifting off its format)
+    metrics["judgement/lenient"] = sum(1 for s in samples if (s.extra.get("judgement") or {}).get("lenient"))
     versions = [s.policy_version for s in samples if s.policy_version is not None]
     if versions:
         # The policy versions that generated this batch: rollout workers report the weights they were sent.

@@ -263,3 +263,74 @@ def test_default_limits_compile_and_bound_descriptions_exactly(task):
         matcher = _get_matcher_from_grammar(grammar)
         assert matcher.accept_string(answer(n)) and matcher.is_terminated(), n
     assert not _get_matcher_from_grammar(grammar).accept_string(answer(limits.max_description_chars + 1))
+
+
+# --- the official parsing rule: answers the schema rejects, read as the official reward code reads them ------
+RELEASED_CHART = {"structure_error_count": 0, "data_error_count": 1, "text_error_count": 0, "style_error_count": 0}
+
+
+@pytest.mark.parametrize("text, severity, categories", [
+    # omnirender_rm_v3.py: <think> dropped, a fence dropped, `errors` missing = no errors, items without a
+    # numeric severity skipped, severities read with float(), negatives count 0, unknown keys ignored
+    ('<think>compare bars</think>```json\n{"errors": [{"category": "data_error", "severity": 3}]}\n```', 3,
+     ["data"]),
+    ('{"verdict": "identical"}', 0, []),
+    ('{"errors": [{"category": "text_error", "severity": "2"}, {"category": "style", "severity": 1.5},'
+     ' "a string", {"category": "data_error"}, {"category": "data_error", "severity": "high"}]}', 3.5,
+     ["text", "style"]),
+    ('{"errors": [{"category": "colour", "severity": -2}, {"category": "data_error", "severity": 2}]}', 2,
+     ["colour", "data"]),
+    ('The answer: {"errors": [{"severity": 1}]} and {"errors": [{"severity": 3}]}', 1, [""]),  # first object
+    ('{"errors": [{"category": "data_error", "severity": NaN}]}', 0, []),  # NaN parses; skipped, not summed
+    ('[{"severity": 2}]', 0, []),  # a list is no object: its first {...} is read, and has no `errors`
+])
+def test_official_rule_reads_chart_answers_the_schema_rejects(text, severity, categories):
+    strict = parse_judgement(text, "chart", LIMITS)
+    assert not strict.valid
+    j = parse_judgement(text, "chart", LIMITS, rule="official")
+    assert j.valid and j.lenient and j.reason == strict.reason  # why the schema rejected it is kept
+    assert j.severity == pytest.approx(severity)
+    assert [e["category"] for e in j.errors] == categories
+    assert sum(j.counts.values()) == sum(c in CATEGORIES["chart"] for c in categories)
+
+
+@pytest.mark.parametrize("text", ["", "they match", '{"errors": 5}', '{"errors": {"severity": 2}}',
+                                  '{"errors": [', '"errors"'])
+def test_official_rule_still_rejects_what_the_official_chart_code_cannot_score(text):
+    j = parse_judgement(text, "chart", LIMITS, rule="official")
+    assert not j.valid and not j.lenient and j.reason
+
+
+@pytest.mark.parametrize("text, severity", [
+    # table_parse_rm_v2.py: a fence dropped, `errors` required, a missing severity counts 0, negative summed
+    ('```json\n{"errors": [{"type": "numeric_error", "severity": 2}, {"type": "text_error"}]}\n```', 2),
+    ('{"errors": []}', 0),
+    ('{"layout_error_count": 1, "errors": [{"type": "layout_error", "severity": 3, "extra": 1}]}', 3),
+    ('{"errors": [{"type": "text_error", "severity": -1}, {"type": "layout_error", "severity": 2}]}', 1),
+    ('{"errors": {}}', 0),  # iterating an empty dict: nothing to sum
+])
+def test_official_rule_reads_table_answers_as_the_official_table_code(text, severity):
+    j = parse_judgement(text, "table", LIMITS, rule="official")
+    assert j.valid and j.lenient and j.severity == pytest.approx(severity)
+
+
+@pytest.mark.parametrize("text", [
+    '{}', '{"counts": {}}', '{"errors": 5}', '{"errors": [{"severity": "2"}]}',  # non-numeric severity: TypeError
+    '{"errors": ["layout"]}', '{"errors": "none"}', '{"errors": {"a": 1}}', '[]',
+    '{"errors": [{"severity": Infinity}]}',  # an infinite S would be an infinite reward: −4 here
+])
+def test_official_rule_fails_every_table_answer_the_official_table_code_fails(text):
+    j = parse_judgement(text, "table", LIMITS, rule="official")
+    assert not j.valid and not j.lenient
+
+
+def test_official_rule_keeps_schema_valid_answers_as_they_are():
+    ok = json.dumps(_doc("chart"))
+    assert parse_judgement(ok, "chart", LIMITS, rule="official") == parse_judgement(ok, "chart", LIMITS)
+    released = json.dumps({**RELEASED_CHART, "errors": [
+        {"category": "data_error", "severity": 2, "location": "bar", "description": "short"}]})
+    from pipeline.critic.config import RELEASED_FORMAT
+    j = parse_judgement(released, "chart", LIMITS, fmt=RELEASED_FORMAT, rule="official")
+    assert j.valid and not j.lenient and j.errors[0]["category"] == "data"
+    with pytest.raises(ValueError, match="unknown parsing rule"):
+        parse_judgement("{}", "chart", LIMITS, rule="loose")

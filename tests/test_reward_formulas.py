@@ -383,3 +383,32 @@ def test_table_failure_reward_is_minus_4_in_every_failure_path():
         t = _sample("table", 31)
         RewardScorer(c, backend=ScriptedBackend(c, ["nope"])).score([t])
         assert t.reward == expected, rule
+
+
+def test_official_parsing_scores_off_schema_answers_as_the_official_code_and_counts_them():
+    """The default parsing rule reads an answer the schema rejects as omnirender_rm_v3.py / table_parse_rm_v2.py
+    do (S from the items' severities; missing `errors` = S 0 on charts, −4 on tables); `strict` asks again and
+    then counts S = 25 / −4. Each leniently read answer is counted, per sample and per backend."""
+    from pipeline.step_metrics import sample_metrics
+
+    answers = ['```json\n{"errors": [{"category": "data_error", "severity": "3"}]}\n```',  # chart: S 3
+               '{"verdict": "same"}',  # svg: no `errors` → S 0
+               '{"errors": [{"type": "numeric_error"}, {"type": "text_error", "severity": 2}]}',  # table: −2
+               '{"verdict": "same"}']  # table: no `errors` → −4
+    tasks = ["chart", "svg", "table", "table"]
+    official = RewardConfig()
+    samples = [_sample(t, i) for i, t in enumerate(tasks)]
+    backend = ScriptedBackend(official, [answers[0], answers[2], answers[3], answers[1]])  # chart, tables, svg
+    RewardScorer(official, backend=backend).score(samples)
+    assert [s.reward for s in samples] == pytest.approx([1 + (1 - 3 / 50), 2.0, -2.0, -4.0])
+    assert [s.extra["judgement"]["lenient"] for s in samples] == [True, True, True, False]
+    assert backend.stats.lenient_answers == 3 and backend.calls == [("chart", 1, 1), ("table", 2, 1), ("svg", 1, 1)]
+    assert sample_metrics([samples], trainer_version=0)["judgement/lenient"] == 3
+
+    strict = RewardConfig.model_validate({"tasks": {t: {"parsing": "strict"} for t in ("chart", "table", "svg")}})
+    samples = [_sample(t, i) for i, t in enumerate(tasks)]
+    # chart twice, then the tables once, then the SVG twice
+    backend = ScriptedBackend(strict, [answers[0], "no", answers[2], answers[3], answers[1], "no"])
+    RewardScorer(strict, backend=backend).score(samples)
+    assert [s.reward for s in samples] == pytest.approx([1 + (1 - 25 / 50), 1 + (1 - 25 / 50), -4.0, -4.0])
+    assert backend.stats.lenient_answers == 0

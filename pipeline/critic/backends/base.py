@@ -61,6 +61,7 @@ class BackendStats:
     generated: int = 0  # model answers produced (including retries)
     invalid_answers: int = 0  # answers that failed the schema (before retries)
     invalid_judgements: int = 0  # pairs still invalid after all attempts
+    lenient_answers: int = 0  # answers the schema rejected that the official rule read leniently (valid)
     bad_inputs: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     invalid_examples: list[dict] = field(default_factory=list)  # the first few invalid answers, for logs
@@ -169,7 +170,9 @@ class RewardBackend(ABC):
                         j = Judgement.failed(task, ans.error if ":" in ans.error else f"transport:{ans.error}")
                     else:
                         self.stats.generated += 1
-                        j = parse_judgement(ans.text, task, self.cfg.limits, ans.finish_reason, self.formats[task])
+                        j = parse_judgement(ans.text, task, self.cfg.limits, ans.finish_reason, self.formats[task],
+                                            rule=self.cfg.task_settings(task).parsing)
+                        self.stats.lenient_answers += j.lenient
                         if not j.valid:
                             self.stats.invalid_answers += 1
                             if len(self.stats.invalid_examples) < 5:
