@@ -291,4 +291,5 @@ def test_driver_trains_one_step_on_imported_sets(tmp_path, run_caches):
     assert "data: 5 train prompts" in proc.stderr
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "train/version" in r]
-    assert len(steps) == 1 and steps[0]["train/version"] == 1 and steps[0]["samples/scored"] == 4
+    assert len(steps) == 1 and steps[0]["train/version"] == 1 and steps[0]["samples/scored"] == 4, (
+        {k: v for k, v in steps[0].items() if k.startswith("samples/")}, proc.stderr[-4000:])

@@ -21,6 +21,7 @@ from pipeline.render.result import RenderResult
 
 CHART = "import matplotlib.pyplot as plt, numpy as np\nplt.plot(np.random.rand(20))\nplt.title('noise')\n"
 SMALL_CHART = "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2])\n"
+SLOW_CHART = "import time\ntime.sleep(2)\n" + SMALL_CHART
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="20"><rect x="2" y="2" width="9" height="9"/></svg>'
 TABLE = "| k | v |\n|---|---|\n| a | 1 |"
 
@@ -139,8 +140,10 @@ def test_concurrent_maps_while_an_actor_is_killed(pool):
     """Two driver threads see the same death: one replacement, which nobody kills; every request renders."""
     before = pool.stats()
     victim = pool.actors[0]
-    batches = {t: [RenderRequest("chart", SMALL_CHART) for _ in range(6)] + [RenderRequest("svg", SVG)] * 2
-               for t in range(2)}
+    # Each thread's first request takes 2 s in the sandbox, so both threads still have requests on the actor
+    # when it is killed, however fast this machine renders the rest.
+    batches = {t: [RenderRequest("chart", SLOW_CHART)] + [RenderRequest("chart", SMALL_CHART) for _ in range(5)]
+               + [RenderRequest("svg", SVG)] * 2 for t in range(2)}
     results: dict[int, list] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(3, timeout=60)
@@ -156,7 +159,7 @@ def test_concurrent_maps_while_an_actor_is_killed(pool):
     for th in threads:
         th.start()
     start.wait()
-    time.sleep(0.5)  # both threads have requests on the actor (12 charts take seconds on 2 zygotes)
+    time.sleep(0.5)  # both threads have sent their requests; the slow charts are still rendering
     ray.kill(victim)
     for th in threads:
         th.join(timeout=300)
