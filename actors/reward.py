@@ -204,6 +204,8 @@ class RewardPool:
         pending: dict[ray.ObjectRef, _Chunk] = {}
 
         def give_up(chunk: _Chunk, why: str) -> None:
+            # Excluded from the update, not scored: say why here, the samples' metrics only count the kind.
+            log.warning("reward: %d sample(s) excluded, no score: %s", len(chunk.samples), why)
             results[chunk.index] = [Partial(uid=s.uid, failure=f"unavailable:{why}") for s in chunk.samples]
 
         def send_or_fail(chunk: _Chunk, why: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import REPO_ROOT
+from tests.test_report import check_embedded_default_dashboard
 
 MAIN = str(REPO_ROOT / "pipeline" / "main.py")
 PYTHON = sys.executable
@@ -29,10 +30,17 @@ def _run_main(args, tmp_path, timeout=420):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the from-nothing build (warm start, critic data + SFT) alone is ~9 min on 2 cores
 def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
-    # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first.
-    proc = _run_main(["run.total_steps=2", "run.name=smoke"], tmp_path, timeout=1200)
+    # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first. (A table
+    # every step, so the same run also checks the dashboard: tests/test_report.py.)
+    proc = _run_main(["run.total_steps=2", "run.name=smoke", "logging.wandb.table_every_steps=1"], tmp_path,
+                     timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 1 " in proc.stderr
+    # Without a terminal every progress bar is a line every few seconds, not one per tick: from nothing this
+    # run printed 407 lines when the warm start's loss display forced a line per step (310 of them).
+    lines = proc.stderr.splitlines()
+    assert len(lines) < 200, "\n".join(lines[:60])
+    check_embedded_default_dashboard(proc, tmp_path / "runs" / "smoke", tmp_path)
     wandb_dir = tmp_path / "runs" / "smoke" / "wandb"
     runs = list(wandb_dir.glob("offline-run-*"))
     assert len(runs) == 1, list(wandb_dir.iterdir())

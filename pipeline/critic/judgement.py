@@ -209,7 +209,7 @@ def _read_official_table(text: str) -> list[tuple[Any, float]] | None:
         raw = re.sub(r"\s*```$", "", raw).strip()
     obj = _loads(raw)
     if obj is None:
-        m = re.search(r"\{.*\}", raw, re.S)
+        m = re.search(r"\{.*\}", raw, re.DOTALL)
         obj = _loads(m.group(0)) if m else None
     if not obj or not isinstance(obj, dict) or "errors" not in obj:  # calculate_error_score → None → −4
         return None
@@ -233,7 +233,7 @@ def _lenient_error(item: dict, task: str, fmt: AnswerFormat, severity: float) ->
     category = item.get(fmt.category_key, item.get("category", item.get("type", "")))
     category = str(category) if category is not None else ""
     suffix = fmt.category_suffix or "_error"
-    bare = category[: -len(suffix)] if category.endswith(suffix) else category
+    bare = category.removesuffix(suffix)
     return {"category": bare if bare in CATEGORIES[task] else category,
             "severity": int(severity) if float(severity).is_integer() else severity,
             "location": str(item.get("location", "") or ""), "description": str(item.get("description", "") or "")}

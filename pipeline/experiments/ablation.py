@@ -97,7 +97,7 @@ def run_arms(cfg: AblationConfig, progress: bool = True) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     bar = tqdm(jobs, desc="ablation", unit="run", disable=not progress)
     for arm, seed in bar:
-        bar.set_postfix(arm=arm.name, seed=seed)
+        bar.set_postfix(arm=arm.name, seed=seed, refresh=False)
         run_cfg = configs[(arm.name, seed)]
         run_dir = run_cfg.run_dir
         done = run_dir / DONE

@@ -283,7 +283,7 @@ def warm_start(model: torch.nn.Module, processor, cfg: TinyWarmStartConfig, seed
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)  # drawn at the next tick: mininterval holds
         model.eval()
     finally:
         torch.set_num_threads(threads)

@@ -415,7 +415,7 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
             step_times.append(step_s)
             done = step + 1
             if rank == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # drawn at the next tick: mininterval holds
                 if done % cfg.log_every_steps == 0 or done == cfg.steps:
                     grad_norm = engine.get_global_grad_norm()
                     metrics.log(done, {"loss": loss, "lr": lr, "step_s": step_s,
