@@ -28,7 +28,7 @@ def _run_main(args, tmp_path, timeout=420):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # the from-nothing build (warm start, critic data + SFT) alone is ~9 min on 2 cores
+@pytest.mark.timeout(1800)  # from nothing (warm start, critic data + SFT, 2 steps): ~6 min on 2 idle cores
 def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
     # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first. (A table
     # every step, so the same run also checks the dashboard: tests/test_report.py.)
@@ -37,7 +37,7 @@ def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 1 " in proc.stderr
     # Without a terminal every progress bar is a line every few seconds, not one per tick: from nothing this
-    # run printed 407 lines when the warm start's loss display forced a line per step (310 of them).
+    # run printed 407 lines when the warm start's loss display forced a line per step (310 of them); 126 since.
     lines = proc.stderr.splitlines()
     assert len(lines) < 200, "\n".join(lines[:60])
     check_embedded_default_dashboard(proc, tmp_path / "runs" / "smoke", tmp_path)

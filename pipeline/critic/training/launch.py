@@ -9,12 +9,14 @@ critic and by tests; `actors/critic_trainer.py: train_on_ray` is the multi-rank 
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _forward(pipe) -> None:
+    """Copy a child's output to our stderr as it comes, one read (≈ one write of the child's) at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        while chunk := os.read(pipe.fileno(), 65536):
+            sys.stderr.write(decoder.decode(chunk))
+            sys.stderr.flush()
+    except (OSError, ValueError):  # our stderr closed under us: nothing left to show it on
+        pass
+    finally:
+        pipe.close()
+
+
 def train_local(cfg: CriticTrainConfig) -> dict[str, Any]:
     """Train on 1 rank in a subprocess; returns train_rank's summary or re-raises its exception. Raises
     TimeoutError (after killing the process group) when it runs past `cfg.timeout_s`."""
@@ -64,14 +79,20 @@ def train_local(cfg: CriticTrainConfig) -> dict[str, Any]:
         cfg_path.write_text(cfg.model_dump_json())
         code = "import sys; from pipeline.critic.training.launch import _child_main; _child_main(*sys.argv[1:])"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+        # Its output goes through this process's stderr (the driver's console policy: without a terminal a
+        # progress redraw becomes a line of its own, instead of all of them glued into one line of the log).
         proc = subprocess.Popen([sys.executable, "-c", code, str(cfg_path), str(result_path), str(free_port())],
-                                env=env, start_new_session=True)  # its own process group, killed as one
+                                env=env, start_new_session=True,  # its own process group, killed as one
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pump = threading.Thread(target=_forward, args=(proc.stdout,), name="critic-sft-output", daemon=True)
+        pump.start()
         try:
             proc.wait(timeout=cfg.timeout_s)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"critic SFT did not finish within timeout_s={cfg.timeout_s:g} s") from None
         finally:  # also on success: nothing it started (wandb's service) outlives it
             _kill_group(proc)
+            pump.join(timeout=10)  # the pipe ends once the whole group is gone
         if not result_path.is_file():
             raise CriticTrainingError(f"the critic SFT process died (exit code {proc.returncode})")
         status, *payload = pickle.loads(result_path.read_bytes())
