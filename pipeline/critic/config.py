@@ -167,7 +167,7 @@ class TaskRewardSettings(Strict):
     layout: Literal["ours", "released"] = "ours"
     max_attempts: int = Field(2, ge=1)  # answers per pair until one is valid (official: charts/SVG 2, tables 1)
     # How an answer is read (pipeline/critic/judgement.py): "official" = an answer the schema rejects is read
-    # leniently, as the official reward code reads it (counted as reward/lenient_answers); "strict" = only a
+    # leniently, as the official reward code reads it (counted: samples/judgement/lenient); "strict" = only a
     # schema-valid answer counts. With constrained decoding (hf, vllm) every answer is schema-valid anyway.
     parsing: Literal["official", "strict"] = "official"
     # The critic's instruction text, read from this file (e.g. the prompt a public checkpoint was trained on;

@@ -235,5 +235,5 @@ def _lenient_error(item: dict, task: str, fmt: AnswerFormat, severity: float) ->
     suffix = fmt.category_suffix or "_error"
     bare = category.removesuffix(suffix)
     return {"category": bare if bare in CATEGORIES[task] else category,
-            "severity": int(severity) if float(severity).is_integer() else severity,
+            "severity": int(severity) if severity.is_integer() else severity,
             "location": str(item.get("location", "") or ""), "description": str(item.get("description", "") or "")}

@@ -152,7 +152,7 @@ class RewardFunction:
             p = by_uid[s.uid]
             infra = infrastructure_failure(p)
             if p.judgement is not None:
-                s.extra["judgement"] = {k: p.judgement.get(k) for k in ("valid", "reason", "attempts", "counts",
+                s.extra["judgement"] = {k: p.judgement[k] for k in ("valid", "reason", "attempts", "counts",
                                                                     "counts_consistent", "latency_s", "lenient")}
             if infra is not None:  # not the policy's doing: no reward, masked out of the update
                 s.excluded, s.reward, s.reward_breakdown, s.discrepancies = infra, None, {"excluded": 1.0}, []
