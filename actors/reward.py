@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from pipeline.config import ModelsConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.critic.batcher import MicroBatcher
 from pipeline.critic.config import RewardConfig

@@ -11,7 +11,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from pipeline.config import ModelsConfig, RolloutConfig
+from pipeline.rollout.config import RolloutConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.rollout import make_rollout
 from pipeline.sample import Sample
 

@@ -59,7 +59,7 @@ class TrainerRank:
 
     def rendezvous_address(self) -> tuple[str, int]:
         """Rank 0 hosts the process group's store: this node's address and a port free on it."""
-        from pipeline.verl_platform import free_port
+        from pipeline.training.verl_platform import free_port
 
         address = ray.util.get_node_ip_address()
         return address, free_port(address)
@@ -199,16 +199,6 @@ class TrainerGroup:
             master_port,
             self.setup_metrics["start_s"],
         )
-
-    @classmethod
-    def from_config(cls, config) -> TrainerGroup:
-        """From the run's `pipeline.config.Config`: the policy model, the GRPO group size, the trainer section."""
-        from pipeline.config import config_to_dict
-        from pipeline.models import resolve_model_path
-
-        model_path = resolve_model_path(config.models.policy, config.models.cache_dir)
-        return cls(config.trainer, model_path, config.rollout.sampling.n, run_config=config_to_dict(config),
-                   weight_sync=config.rollout.weight_sync, weight_dtype=config.models.policy.dtype)
 
     # -----------------------------------------------------------------------------------------------------
     # Remote calls

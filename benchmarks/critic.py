@@ -8,7 +8,7 @@ Prints ONE markdown table (and with --out writes it as critic.md, plus critic.js
 one row per critic × held-out set × task (chart, table, svg, overall) with
 
   items      pairs scored
-  F1 hard / F1 soft / severity r   VC-RewardBench metrics (`pipeline/evaluate/critic.py`: same category +
+  F1 hard / F1 soft / severity r   VC-RewardBench metrics (`pipeline/metrics/critic.py`: same category +
              word overlap of location + description; soft counts a partial match ½; Pearson of per-item
              severity totals, "n/a" when undefined, e.g. a critic whose totals are constant)
   invalid    answers that were not usable, over items: a model answer that is not schema-valid (cut off at
@@ -28,7 +28,7 @@ Model critics run through the HF reward backend with greedy decoding (temperatur
 `--max-new-tokens` per answer, one attempt (a greedy retry repeats the same answer) and `--threads` torch
 threads, under the answer limits the held-out set was written with.
 
-Inputs: --heldout DIR, a held-out critic set (`pipeline/critic/dataset.py`; its rows are split by `source`
+Inputs: --heldout DIR, a held-out critic set (`pipeline/critic/training/dataset.py`; its rows are split by `source`
 into the sets edit / natural[ / clean]); or --build N, which builds one (split "critic-heldout": never a
 training pair) with N edits and --natural (default N // 2) policy rollouts per task, labelled by the
 structural teacher. The baselines are fitted on --train DIR; with --build and no --train a small training
@@ -59,13 +59,14 @@ TASKS = ("chart", "table", "svg")
 def build_sets(n: int, natural: int, out: Path, need_train: bool, cache_dir: str, progress: bool
                ) -> tuple[Path, Path | None]:
     """A held-out set (and, when asked, a training set for the baselines) built by the data engine."""
-    from pipeline.config import ModelsConfig
-    from pipeline.critic.data_builder import CriticDataConfig, build_critic_dataset
+    from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
+    from pipeline.models.config import ModelsConfig
+    from pipeline.tiny import ensure_models
 
     heldout = out / "heldout"
     build_critic_dataset(CriticDataConfig(split="critic-heldout", edits_per_task=n, clean_per_task=0,
                                           natural_per_task=natural), heldout,
-                         models=ModelsConfig(cache_dir=cache_dir), progress=progress)
+                         models=ensure_models(ModelsConfig(cache_dir=cache_dir), reward=False), progress=progress)
     train = None
     if need_train:
         train = out / "train"
@@ -86,15 +87,16 @@ def model_source(path: str, limits: dict, max_new_tokens: int, threads: int) -> 
 
 
 def critic_source(name: str, args, limits: dict) -> CriticSource:
-    from pipeline.config import ModelConfig, TinyModelConfig
-    from pipeline.models import resolve_model_path
+    from pipeline.models import model_dir
+    from pipeline.models.config import ModelConfig, TinyModelConfig
+    from pipeline.tiny import ensure_model
 
     if name == "untrained":
         tiny = ModelConfig(tiny=TinyModelConfig(seed=1))  # the embedded default's (random) reward model
-        path = args.untrained or str(resolve_model_path(tiny, args.cache_dir))
+        path = args.untrained or str(ensure_model(tiny, args.cache_dir))
         return model_source(path, limits, args.max_new_tokens, args.threads)
     if name == "trained":
-        path = str(resolve_model_path(ModelConfig(path=args.trained), args.cache_dir))  # checks config.json
+        path = str(model_dir(args.trained))  # checks config.json
         return model_source(path, limits, args.max_new_tokens, args.threads)
     return CriticSource(kind=name, fit_data=str(args.train) if name != "structural" else None)
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                           args.cache_dir, progress)
         args.train = args.train or built_train
 
-    from pipeline.critic.dataset import read_manifest
+    from pipeline.critic.training.dataset import read_manifest
 
     manifest = read_manifest(heldout)
     limits = manifest.get("limits") or {}

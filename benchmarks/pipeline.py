@@ -157,7 +157,7 @@ class SimulatedRemoteRM:
         self.url = self.server.url
 
     def _answer(self, raw: bytes) -> tuple[int, str]:
-        from pipeline.critic.schema import CATEGORIES
+        from pipeline.sample import CATEGORIES
 
         try:
             task = json.loads(raw)["response_format"]["json_schema"]["name"].split("_")[0]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray
 
 from actors.reward import RewardPool
-from pipeline.config import ModelsConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.critic.scorer import prepare_models
 from pipeline.critic.testing import random_samples, tiny_reward_config
 

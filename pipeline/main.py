@@ -23,9 +23,10 @@ if __package__ in (None, ""):
     # models, ...) would shadow top-level modules of the same name. Put the repository root there instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from pipeline.config import REPO_ROOT, Config, ConfigError, config_to_dict, load_config  # noqa: E402
+from pipeline.config import REPO_ROOT, Config, config_to_dict, load_config
+from pipeline.schema import ConfigError
 from pipeline.shutdown import StopSignals  # noqa: E402
-from pipeline.tracking import Tracker, git_commit, log, setup_console_logging  # noqa: E402
+from pipeline.runlog.tracking import Tracker, git_commit, log, setup_console_logging  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -85,15 +86,15 @@ def run(cfg: Config) -> int:
     from actors.reward import RewardPool
     from actors.rollout import RolloutError, RolloutPool
     from actors.trainer import TrainerError, TrainerGroup
-    from pipeline.datasets import prepare_datasets
-    from pipeline.dataloader import PromptLoader
-    from pipeline.critic.scorer import prepare_models
-    from pipeline.models import resolve_model_path
+    from pipeline.data.datasets import prepare_datasets
+    from pipeline.data.loader import PromptLoader
+    from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS
+    from pipeline.tiny import ensure_models
     from pipeline.placement import NODE_GROUP_LABEL, requests_from_config
     from pipeline.revision import revision_groups
-    from pipeline.stages import evaluate_policy, finalize_groups, render_stage, revision_stage, reward_stage
-    from pipeline.step_metrics import sample_metrics
-    from pipeline.streaming import StreamError, StreamingScheduler, StreamInterrupted
+    from pipeline.loop.stages import evaluate_policy, finalize_groups, render_stage, revision_stage, reward_stage
+    from pipeline.loop.step_metrics import sample_metrics
+    from pipeline.loop.streaming import StreamError, StreamingScheduler, StreamInterrupted
 
     run_dir = cfg.run_dir
     tracker = Tracker(cfg, run_dir, commit=git_commit(REPO_ROOT))
@@ -115,8 +116,8 @@ def run(cfg: Config) -> int:
 
         # 3. Models: checkpoint paths checked, tiny models built (the tiny critic trained: minutes) here, once,
         #    before actors that must come up within a start timeout look for them.
-        policy_path = resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
-        prepare_models(cfg.models, cfg.reward.backend)
+        cfg.models = ensure_models(cfg.models, reward=cfg.reward.backend in LOCAL_MODEL_BACKENDS)
+        policy_path = cfg.models.policy.path
 
         # 4. Actors: renderers, reward models, the trainer group, then rollout workers.
         start_timeout = cfg.ray.actor_start_timeout_s

@@ -25,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field
+
+from pipeline.schema import Strict
 from pipeline.sample import PROMPT_EXTRA_KEYS, Sample
 from pipeline.tasks import get_task
 from pipeline.tasks.prompts import DISCREPANCY_LINE, NO_DISCREPANCY_LINE, REVISION_PROMPTS
@@ -33,6 +36,14 @@ FeedbackKind = Literal["clean", "discrepancies", "unjudged", "render_error", "bl
 Keep = Literal["best", "last"]
 SEVERITY_FIRST = -1  # sort key sign: most severe discrepancies are listed first
 _ROUND_SUFFIX = re.compile(r"@r\d+$")
+
+
+class RevisionConfig(Strict):
+    """How an answer is revised with the critic's feedback (pipeline/revision.py), at test time and in training."""
+
+    keep: Literal["best", "last"] = "best"  # test time: the answer kept, by critic reward (ties: the earlier)
+    stop_when_clean: bool = True  # no more rounds once the critic lists nothing for a rendered answer
+    max_listed: int = Field(8, ge=1)  # discrepancies shown in the feedback, most severe first
 
 
 @dataclass(frozen=True)

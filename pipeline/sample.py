@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 import numpy as np
+from pydantic import Field
+
+from pipeline.schema import Strict
 
 TaskKind = Literal["chart", "table", "svg"]
 
@@ -20,6 +23,45 @@ TaskKind = Literal["chart", "table", "svg"]
 REFERENCE_TRACE = "reference_chart_trace"  # the reference chart's ChartMimic-style trace
 PROMPT_EXTRA_KEYS = (REFERENCE_TRACE,)
 TASK_KINDS: tuple[TaskKind, ...] = ("chart", "table", "svg")
+
+# The paper's discrepancy categories per task (Visual-ERM / VC-RewardBench), without the "_error" suffix the
+# released model writes; the critic's schema, prompts, parsers, metrics and the targeted edits all use these.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "chart": ("structure", "data", "text", "style"),
+    "table": ("layout", "text", "numeric"),
+    "svg": ("structure", "shape", "style", "text_symbol"),
+}
+SEVERITIES = (1, 2, 3)  # 1 minor, 2 medium, 3 severe
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One difference between a reference image and a rendering, as Visual-ERM lists it. A critic's
+    judgement, a targeted edit's label (`EditLabel`), a benchmark annotation and `Sample.discrepancies`
+    (where it travels as `to_dict()`, through Ray and JSON) are all this record."""
+
+    category: str  # one of CATEGORIES[task], or "invalid:<raw>" for a category outside the task's set
+    severity: int  # 1 minor, 2 medium, 3 severe; 0 if the critic gave none we can read
+    location: str = ""
+    description: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return not self.category.startswith("invalid:")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "severity": self.severity, "location": self.location,
+                "description": self.description}
+
+
+class JudgementLimits(Strict):
+    """Bounds of a discrepancy list, written into the critic's JSON Schema. They bound the length of every
+    valid answer, so constrained decoding always finishes inside `max_new_tokens` when that is ≥
+    `worst_case_tokens` (checked at start)."""
+
+    max_errors: int = Field(24, ge=0)
+    max_location_chars: int = Field(120, ge=1)
+    max_description_chars: int = Field(400, ge=1)
 
 
 @dataclass

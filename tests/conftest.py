@@ -30,16 +30,16 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def models_cfg(model_cache):
+    """The embedded default's models (random tiny critic), built: paths are the session cache's directories."""
     from pipeline.config import load_config
+    from pipeline.tiny import ensure_models
 
-    return load_config(None, [f"models.cache_dir={model_cache}", *RANDOM_CRITIC]).models
+    return ensure_models(load_config(None, [f"models.cache_dir={model_cache}", *RANDOM_CRITIC]).models)
 
 
 @pytest.fixture(scope="session")
 def policy_dir(models_cfg) -> Path:
-    from pipeline.models import resolve_model_path
-
-    return resolve_model_path(models_cfg.policy, models_cfg.cache_dir)
+    return Path(models_cfg.policy.path)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pipeline.config import CONFIG_DIR, REPO_ROOT, Config, ConfigError, load_config
+from pipeline.config import CONFIG_DIR, REPO_ROOT, Config, load_config
+from pipeline.schema import ConfigError
 
 
 def test_default_preset_is_the_embedded_cpu_run():

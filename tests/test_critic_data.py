@@ -9,10 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.critic.config import FORMAT_NAMES, JudgementLimits, builtin_format
-from pipeline.critic.dataset import CriticDataError, make_row, read_examples, write_dataset
+from pipeline.critic.config import FORMAT_NAMES, builtin_format
+from pipeline.sample import JudgementLimits
+from pipeline.critic.training.dataset import CriticDataError, make_row, read_examples, write_dataset
 from pipeline.critic.judgement import parse_judgement
-from pipeline.critic.schema import CATEGORIES, fit_text, schema_json, serialize_answer
+from pipeline.critic.schema import fit_text, schema_json, serialize_answer
+from pipeline.sample import CATEGORIES
 from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.generators import generate_program, item_rng
 
@@ -212,7 +214,7 @@ def test_an_empty_set_or_other_limits_fail(tmp_path):
 def test_builder_writes_edits_clean_and_natural_rows(tmp_path, models_cfg, policy_dir):
     """A small real build: every row renders, its answer parses under the set's limits, natural rows name
     the structural teacher, and a held-out split shares no pair with the training split."""
-    from pipeline.critic.data_builder import CriticDataConfig, build_critic_dataset
+    from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
 
     cfg = CriticDataConfig(tasks=["svg", "table"], edits_per_task=3, clean_per_task=2, natural_per_task=2,
                            limits=LIMITS)

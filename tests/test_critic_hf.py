@@ -15,7 +15,8 @@ from PIL import Image
 
 from pipeline.critic.backends.hf import PresencePenalty
 from pipeline.critic.config import RewardConfig
-from pipeline.critic.schema import CATEGORIES, json_schema
+from pipeline.critic.schema import json_schema
+from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer, prepare_models
 from pipeline.critic.testing import random_samples, tiny_reward_config
 

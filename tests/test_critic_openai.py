@@ -16,7 +16,8 @@ from PIL import Image
 from pipeline.critic.backends import JudgeRequest
 from pipeline.critic.backends.openai import OpenAIBackend
 from pipeline.critic.config import RewardConfig
-from pipeline.critic.schema import CATEGORIES, json_schema
+from pipeline.critic.schema import json_schema
+from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer
 from pipeline.critic.testing import ChatServer, random_samples
 

@@ -7,10 +7,11 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from pipeline.critic.config import JudgementLimits
+from pipeline.sample import JudgementLimits
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.prompts import messages, prompt
-from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model, worst_case_tokens
+from pipeline.critic.schema import json_schema, judgement_model, worst_case_tokens
+from pipeline.sample import CATEGORIES
 
 LIMITS = JudgementLimits(max_errors=3, max_location_chars=10, max_description_chars=20)
 
@@ -141,7 +142,7 @@ def test_released_format_schema_and_model_agree(task):
 def test_categories_match_the_evaluation_and_the_paper():
     assert CATEGORIES == {"chart": ("structure", "data", "text", "style"), "table": ("layout", "text", "numeric"),
                           "svg": ("structure", "shape", "style", "text_symbol")}
-    critic = pytest.importorskip("pipeline.evaluate.critic", reason="pipeline.evaluate not importable yet")
+    critic = pytest.importorskip("pipeline.metrics.critic", reason="pipeline.evaluate not importable yet")
     assert critic.CATEGORIES == CATEGORIES
 
 

@@ -12,14 +12,15 @@ import time
 import pytest
 from lxml import etree
 
-from pipeline.critic.config import JudgementLimits
-from pipeline.critic.schema import CATEGORIES, judgement_model
+from pipeline.sample import JudgementLimits
+from pipeline.critic.schema import judgement_model
+from pipeline.sample import CATEGORIES
 from pipeline.critic.structural import StructuralDiffError, StructuralTeacher, structural_diff
 from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.tables import generate_table_spec, table_to_html, table_to_markdown
-from pipeline.evaluate.critic import evaluate_predictions
-from pipeline.models.warm_start import compact_program
+from pipeline.metrics.critic import evaluate_predictions
+from pipeline.tiny.warm_start import compact_program
 
 TASKS = ("chart", "table", "svg")
 PAIRS_PER_TASK = 40

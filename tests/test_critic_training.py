@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import torch
 import pytest
 
-from pipeline.critic.config import JudgementLimits
-from pipeline.critic.dataset import CriticDataError, make_row, write_dataset
+from pipeline.sample import JudgementLimits
+from pipeline.critic.training.dataset import CriticDataError, make_row, write_dataset
 from pipeline.critic.testing import TINY_LIMITS
 from pipeline.critic.training.config import CriticTrainConfig, load_train_config
 from pipeline.schema import ConfigError
@@ -182,10 +182,10 @@ def test_a_bad_set_fails_before_training_through_both_launchers(tmp_path, critic
 # ------------------------------------------------------------------------------------------- training
 def test_sft_lowers_the_loss_and_final_serves_valid_answers(tmp_path, critic_set, model_cache, ray_session):
     from actors.critic_trainer import train_on_ray
-    from pipeline.config import ModelConfig
+    from pipeline.models.config import ModelConfig
     from pipeline.critic.backends.base import JudgeRequest
     from pipeline.critic.backends.hf import HFBackend
-    from pipeline.critic.dataset import read_examples
+    from pipeline.critic.training.dataset import read_examples
     from pipeline.critic.schema import worst_case_tokens
     from pipeline.critic.testing import tiny_reward_config
 

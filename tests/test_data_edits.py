@@ -10,7 +10,7 @@ from pipeline.data.edits import EDITS, EditNotApplicable, propose_edit, visual_e
 from pipeline.data.edits import table as table_edits
 from pipeline.data.edits.base import EditLabel, scale_severity, typo
 from pipeline.data.generators import generate_program, item_rng
-from pipeline.evaluate.critic import CATEGORIES
+from pipeline.sample import CATEGORIES
 
 
 def by_name(task, name):

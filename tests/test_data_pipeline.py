@@ -15,7 +15,7 @@ from pipeline.data.grid import sample_grid
 from pipeline.data.pairs import make_edit_pairs
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
 from pipeline.data.synth import synthesize
-from pipeline.evaluate.critic import CATEGORIES
+from pipeline.sample import CATEGORIES
 
 
 @dataclass

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.records import png_bytes, write_parquet
-from pipeline.dataloader import PromptLoader, load_prompts, structured_messages
+from pipeline.data.loader import PromptLoader, load_prompts, structured_messages
 
 
 def _row(i, task="chart", image=True, prompt=None):

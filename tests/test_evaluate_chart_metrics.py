@@ -12,11 +12,11 @@ import pytest
 from pipeline.data.config import DataConfig
 from pipeline.data.records import read_rows, write_parquet
 from pipeline.data.synth import synthesize
-from pipeline.evaluate.chart_metrics import TRACE_FIELD, chart_scores, reference_trace
+from pipeline.metrics.chart import TRACE_FIELD, chart_scores, reference_trace
 from pipeline.evaluate.policy import evaluate_policy
 from pipeline.render.result import RenderFailure
 from pipeline.sample import Sample
-from pipeline.stages import REFERENCE_TRACE, evaluate_policy as driver_eval
+from pipeline.loop.stages import REFERENCE_TRACE, evaluate_policy as driver_eval
 
 BAR = "import matplotlib.pyplot as plt\nplt.bar([1],[2])"
 

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from pipeline.evaluate.chart_trace import ChartTracer, chart_trace_metrics, trace_figure  # noqa: E402
+from pipeline.render.trace import ChartTracer, chart_trace_metrics, trace_figure  # noqa: E402
 
 BASE = """import matplotlib.pyplot as plt
 fig, ax = plt.subplots({grid})

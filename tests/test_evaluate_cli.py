@@ -16,7 +16,7 @@ from pipeline.evaluate.__main__ import main as eval_cli
 from pipeline.evaluate.benchmark import evaluate_critic
 from pipeline.evaluate.config import CriticEvalConfig, load_critic_config
 from pipeline.evaluate.policy import evaluate_policy
-from pipeline.config import ConfigError
+from pipeline.schema import ConfigError
 
 
 @dataclass

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pipeline.evaluate.critic import (
+from pipeline.metrics.critic import (
     Counts, Discrepancy, LLMJudgeMatcher, Match, RecordError, SimilarityMatcher, evaluate_predictions,
     normalize_category, parse_discrepancies, pearson, score_item, summarize,
 )
@@ -187,7 +187,7 @@ def test_official_counting_on_a_hand_made_set():
     Severity Pearson (chart, totals over A, B, C): pred [2+1, 2, 0] = [3, 2, 0], gt [3+1, 0, 2] = [4, 0, 2]
       (A: data 2 + style 1 predicted, data 3 + text 1 annotated; B: style 2; C: structure 2).
     """
-    from pipeline.evaluate.critic import OfficialMatcher, score_item_official, summarize_official
+    from pipeline.metrics.critic import OfficialMatcher, score_item_official, summarize_official
 
     answers = {
         "A": '{"matches": [{"pred_id": 0, "gt_id": 0, "match_level": "yes"}, '
@@ -237,7 +237,7 @@ def test_official_counting_on_a_hand_made_set():
 
 
 def test_official_cleaning_of_judge_answers():
-    from pipeline.evaluate.critic import JudgeFailed, parse_alignment
+    from pipeline.metrics.critic import JudgeFailed, parse_alignment
 
     # Invalid levels, non-integer / out-of-range ids and repeats are dropped; missing unmatched lists are
     # completed from the matches.
@@ -254,7 +254,7 @@ def test_official_cleaning_of_judge_answers():
 def test_official_defaults_of_the_evaluate_cli_config():
     from pipeline.evaluate.benchmark import make_matcher
     from pipeline.evaluate.config import CriticEvalConfig
-    from pipeline.evaluate.critic import OfficialMatcher
+    from pipeline.metrics.critic import OfficialMatcher
 
     cfg = CriticEvalConfig()
     assert (cfg.counting, cfg.matcher.kind, cfg.category_filter) == ("official", "official", "normalized")
@@ -271,7 +271,7 @@ def test_official_defaults_of_the_evaluate_cli_config():
 
 
 def test_exact_category_filter_drops_unsuffixed_names():
-    from pipeline.evaluate.critic import OfficialMatcher, deterministic_align, score_item_official
+    from pipeline.metrics.critic import OfficialMatcher, deterministic_align, score_item_official
 
     m = OfficialMatcher(deterministic_align())
     ours = {"errors": [d("data", 2, "bar", "bar too high")]}

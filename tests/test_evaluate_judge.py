@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.evaluate.benchmark import evaluate_critic, text_judge
 from pipeline.evaluate.config import CriticEvalConfig
-from pipeline.evaluate.critic import VERDICT_SCHEMA, LLMJudgeMatcher, parse_discrepancies, parse_verdict
+from pipeline.metrics.critic import VERDICT_SCHEMA, LLMJudgeMatcher, parse_discrepancies, parse_verdict
 from pipeline.critic.backends.vllm import vllm_available
 from pipeline.critic.testing import ChatServer
 
@@ -97,7 +97,7 @@ def test_openai_judge_f1_matches_hand_computed_values(tmp_path, fake_judge):
 
 
 def test_judge_config_needs_a_text_capable_backend():
-    from pipeline.config import ConfigError
+    from pipeline.schema import ConfigError
 
     with pytest.raises(ValueError, match="judge.reward.backend"):
         CriticEvalConfig.model_validate({"matcher": {"kind": "llm_judge"}})
@@ -134,7 +134,7 @@ def test_official_matcher_through_the_tiny_hf_judge(models_cfg):
     tiny random model's answers always parse under the official cleaning (ids bounded by the schema)."""
     from pipeline.evaluate.benchmark import make_matcher
     from pipeline.evaluate.config import CriticEvalConfig
-    from pipeline.evaluate.critic import OfficialMatcher
+    from pipeline.metrics.critic import OfficialMatcher
 
     from pipeline.models import resolve_model_path
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from table_recognition_metric import TEDS as LibraryTEDS
 
-from pipeline.evaluate.image_metrics import image_metrics, pixel_mse, ssim
-from pipeline.evaluate.table_metrics import normalize_table_html, table_to_html, teds
+from pipeline.metrics.image import image_metrics, pixel_mse, ssim
+from pipeline.metrics.table import normalize_table_html, table_to_html, teds
 
 
 def page(rows):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError
+from pipeline.schema import ConfigError
 from pipeline.experiments import ablation, hacking
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_a_raster_copy_fools_pixel_rewards():
     top score, exactly what the hacking table must reveal."""
     from pipeline.critic.config import RewardConfig
     from pipeline.critic.scorer import RewardScorer
-    from pipeline.dataloader import Prompt
+    from pipeline.data.loader import Prompt
     from pipeline.render import render
 
     svg = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle cx="32" cy="32" r="20" fill="red"/></svg>'

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.groups import GroupAssembler
+from pipeline.loop.groups import GroupAssembler
 from pipeline.sample import Sample
 
 
@@ -39,7 +39,7 @@ def test_unknown_duplicate_and_reopened_groups_are_errors():
 
 
 def test_step_metrics_count_scored_and_failed_samples_and_policy_versions():
-    from pipeline.step_metrics import sample_metrics
+    from pipeline.loop.step_metrics import sample_metrics
 
     def sample(prompt_id, reward, failure=None, version=0):
         s = Sample(task="chart", reference_image=np.zeros((2, 2, 3), np.uint8), prompt_id=prompt_id)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import ModelConfig, TinyModelConfig
+from pipeline.models.config import ModelConfig, TinyModelConfig
 from pipeline.models import (
     code_corpus,
     load_model,
@@ -18,7 +18,7 @@ from pipeline.models import (
     resolve_model_path,
     tiny_cache_key,
 )
-from pipeline.models import tokenizer as tok
+from pipeline.tiny import tokenizer as tok
 
 
 def _image(seed=0, h=96, w=128):
@@ -124,7 +124,7 @@ def _state_dict(model_dir):
 
 def _render_rate(model_dir, examples, max_new_tokens, seed=0):
     """Fraction of T=1 samples (one per example) whose extracted code renders, like a rollout sees them."""
-    from pipeline.models.warm_start import policy_messages
+    from pipeline.tiny.warm_start import policy_messages
     from pipeline.render import render
     from pipeline.tasks import get_task
 
@@ -158,7 +158,7 @@ def test_only_the_policy_is_warm_started_and_only_the_critic_trained_by_default(
 
 
 def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):
-    from pipeline.models.warm_start import WarmStartExample, compact_program, encode_example, fenced_response
+    from pipeline.tiny.warm_start import WarmStartExample, compact_program, encode_example, fenced_response
 
     processor = load_processor(policy_dir)
     code = compact_program("svg", 0)
@@ -171,7 +171,7 @@ def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):
 
 
 def test_revision_warm_start_examples_are_revision_turns_answered_with_the_original_program(policy_dir):
-    from pipeline.models.warm_start import encode_example, fenced_response, render_examples, revision_examples
+    from pipeline.tiny.warm_start import encode_example, fenced_response, render_examples, revision_examples
 
     examples = render_examples(4, seed=0, split="eval", progress=False)
     made, counts = revision_examples(examples, 2, seed=0)
@@ -190,7 +190,7 @@ def test_revision_warm_start_examples_are_revision_turns_answered_with_the_origi
 
 
 def test_compact_programs_render_and_fit_the_rollout_budget(policy_dir):
-    from pipeline.models.warm_start import COMPACT_KINDS, compact_program, fenced_response, render_examples
+    from pipeline.tiny.warm_start import COMPACT_KINDS, compact_program, fenced_response, render_examples
 
     examples = render_examples(3, seed=0, split="eval", progress=False)
     assert [e.kind for e in examples[:3]] == list(COMPACT_KINDS) and len(examples) == 9  # all rendered
@@ -203,7 +203,7 @@ def test_compact_programs_render_and_fit_the_rollout_budget(policy_dir):
 def test_warm_started_policy_renders_some_samples_at_temperature_one(policy_dir, model_cache):
     """Held-out compact images (a split the SFT never saw), T=1 sampling as in the rollout: the warm-started
     policy writes code that renders a good part of the time, the plain random policy never does."""
-    from pipeline.models.warm_start import render_examples
+    from pipeline.tiny.warm_start import render_examples
 
     examples = render_examples(6, seed=0, split="eval", progress=False)
     warm = _render_rate(policy_dir, examples, max_new_tokens=96)
@@ -215,8 +215,8 @@ def test_warm_started_policy_renders_some_samples_at_temperature_one(policy_dir,
 def test_warm_start_is_deterministic_cached_and_off_at_zero_steps(tmp_path, monkeypatch):
     import functools
 
-    from pipeline.config import TinyWarmStartConfig
-    from pipeline.models import warm_start
+    from pipeline.models.config import TinyWarmStartConfig
+    from pipeline.tiny import warm_start
 
     # Both builds train on the same rendered examples (renderer start-up is most of a small build's time;
     # the renderers' own determinism is tested with them): what is checked here is the build and the SFT.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evaluate.chart_trace import (
+from pipeline.render.trace import (
     TRACE_MAX_ITEMS,
     TRACE_MAX_TEXT_CHARS,
     InvalidTrace,
@@ -79,15 +79,15 @@ TAMPERING = {
     "visibility raises SystemExit": LINE + "import matplotlib.artist\n"
                                     "def boom(self): raise SystemExit(3)\n"
                                     "matplotlib.artist.Artist.get_visible = boom\n",
-    "forges an invalid trace": LINE + "import pipeline.evaluate.chart_trace as ct\n"
+    "forges an invalid trace": LINE + "import pipeline.render.trace as ct\n"
                                "ct.bound_trace = lambda t: {'texts': [1, 2], 'layout': 'x', 'types': ['rm -rf'],"
                                " 'colors': ['#zzzzzz'], 'escape': True}\n",
-    "forges a non-dict trace": LINE + "import pipeline.evaluate.chart_trace as ct\n"
+    "forges a non-dict trace": LINE + "import pipeline.render.trace as ct\n"
                                "ct.trace_figures = lambda *a, **k: None\nct.bound_trace = lambda t: [t]\n",
-    "forges an error report": LINE + "import pipeline.evaluate.chart_trace as ct\n"
+    "forges an error report": LINE + "import pipeline.render.trace as ct\n"
                               "ct.bound_trace = lambda t: {'error': {'nested': [1] * 10}}\n",
-    "removes the tracer module": LINE + "import sys\nsys.modules.pop('pipeline.evaluate.chart_trace', None)\n"
-                                 "sys.modules['pipeline.evaluate.chart_trace'] = None\n",
+    "removes the tracer module": LINE + "import sys\nsys.modules.pop('pipeline.render.trace', None)\n"
+                                 "sys.modules['pipeline.render.trace'] = None\n",
 }
 
 
@@ -110,7 +110,7 @@ def test_tampering_with_the_tracer_is_contained(chart, name):
 
 def test_oversized_forged_trace_is_a_typed_failure_and_the_pool_serves_on(chart):
     # A reply frame over the header cap: the zygote rejects the whole result, it does not parse it.
-    huge = LINE + ("import pipeline.evaluate.chart_trace as ct\n"
+    huge = LINE + ("import pipeline.render.trace as ct\n"
                    "ct.bound_trace = lambda t: {'texts': ['x' * 1000] * 5000, 'layout': [], 'types': [], 'colors': []}\n")
     result = chart.render(huge, trace=True)
     assert result.failure == RenderFailure.SANDBOX_VIOLATION and result.trace is None

@@ -1,4 +1,4 @@
-"""`python -m pipeline.report RUN_DIR`: a self-contained HTML report (and its Chromium screenshot) built
+"""`python -m pipeline.runlog.report RUN_DIR`: a self-contained HTML report (and its Chromium screenshot) built
 from a run's local files; and what a user of the embedded default sees (its offline wandb run holds the image
 table, its report opens in Chromium), checked on test_main's from-nothing run by
 `check_embedded_default_dashboard`."""
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import report, wandb_offline
+from pipeline.runlog import report, wandb_offline
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.sample import Sample
-from pipeline.tracking import TABLE_COLUMNS, TABLE_KEY, Tracker
+from pipeline.runlog.tracking import TABLE_COLUMNS, TABLE_KEY, Tracker
 
 CHROMIUM = next((p for p in report.CHROMIUM_PATHS if os.access(p, os.X_OK)), None)
 needs_chromium = pytest.mark.skipif(
@@ -128,7 +128,7 @@ def test_report_from_tracker_files_has_curves_gallery_and_survives_a_torn_line(t
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write('{"step": 4, "time": 1.0, "samples/rew')
         f.write("\n" + json.dumps({"step": 4, "time": 2e9, "samples/reward/mean": 0.9}) + "\n")
-    with caplog.at_level(logging.WARNING, logger="pipeline.report"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.runlog.report"):
         run = report.load_run(run_dir)
     assert run.skipped_lines == 1 and "malformed metrics line skipped" in caplog.text
     assert sorted(run.steps) == [0, 1, 2, 3, 4] and run.steps[4]["samples/reward/mean"] == 0.9
@@ -150,7 +150,7 @@ def test_report_from_tracker_files_has_curves_gallery_and_survives_a_torn_line(t
 
     out, png = tmp_path / "report.html", tmp_path / "report.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.report", str(run_dir), "-o", str(out), "--png", str(png)],
+        [sys.executable, "-m", "pipeline.runlog.report", str(run_dir), "-o", str(out), "--png", str(png)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -164,7 +164,7 @@ def test_report_from_tracker_files_has_curves_gallery_and_survives_a_torn_line(t
 
 def test_report_cli_refuses_a_directory_without_metrics(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.report", str(tmp_path)],
+        [sys.executable, "-m", "pipeline.runlog.report", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -223,7 +223,7 @@ def check_embedded_default_dashboard(proc: subprocess.CompletedProcess, run_dir:
 
     png = tmp_path / "report.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.report", str(run_dir), "--png", str(png)],
+        [sys.executable, "-m", "pipeline.runlog.report", str(run_dir), "--png", str(png)],
         capture_output=True,
         text=True,
         timeout=180,

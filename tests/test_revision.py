@@ -1,5 +1,5 @@
 """The revision loop's logic with a scripted policy, renderer and critic (pipeline/revision.py), its use in the
-driver's held-out evaluation (pipeline/stages.py), and the training-time grouping of revised turns."""
+driver's held-out evaluation (pipeline/loop/stages.py), and the training-time grouping of revised turns."""
 
 import dataclasses
 import uuid
@@ -12,7 +12,7 @@ from pipeline.render.result import RenderFailure, RenderResult
 from pipeline.revision import feedback_for, revise, revision_groups, revision_turn, root_prompt_id
 from pipeline.rewards.compose import Partial
 from pipeline.sample import REFERENCE_TRACE, Sample
-from pipeline.stages import evaluate_policy, finalize_groups, revision_stage
+from pipeline.loop.stages import evaluate_policy, finalize_groups, revision_stage
 
 RED = np.full((16, 16, 3), (200, 30, 30), np.uint8)
 ERRORS = {  # code → the discrepancies the scripted critic lists for it
@@ -82,7 +82,7 @@ def _prompts(n):
 
 
 def _loop(script, rounds, **kw):
-    from pipeline.stages import render_stage
+    from pipeline.loop.stages import render_stage
 
     policy, render_pool, reward_pool = ScriptedPolicy(script), ScriptedRenderPool(), ScriptedRewardPool()
 
@@ -179,7 +179,7 @@ def test_feedback_reads_a_measured_partial_and_invalid_or_missing_judgements():
 
 
 def test_generate_must_answer_every_prompt():
-    from pipeline.stages import render_stage
+    from pipeline.loop.stages import render_stage
 
     first = ScriptedPolicy({"p0": ["bad1"]})(_prompts(1))
     render_stage(first, ScriptedRenderPool())
@@ -206,7 +206,7 @@ def test_training_stage_attaches_revisions_and_groups_them_per_prompt_and_round(
     script = {"p0": ["bad2", "bad1", "good"], "p1": ["crash", "bad2", "bad1"]}
     policy = ScriptedPolicy(script)
     render_pool, reward_pool = ScriptedRenderPool(), ScriptedRewardPool()
-    from pipeline.stages import render_stage, reward_stage
+    from pipeline.loop.stages import render_stage, reward_stage
 
     prompts = _prompts(2)
     groups = [policy([prompts[0], prompts[0]]), policy([prompts[1], prompts[1]])]  # n = 2 answers each
@@ -230,7 +230,7 @@ def test_a_revision_turn_runs_on_the_tiny_policy_and_its_feedback_is_prompt_not_
 
     from tests.logprobs import teacher_forced_logprobs
 
-    from pipeline.config import SamplingConfig
+    from pipeline.rollout.config import SamplingConfig
     from pipeline.rollout import HFRollout
     from pipeline.training.batch import GRPORollout, build_grpo_batch
 

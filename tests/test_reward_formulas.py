@@ -10,7 +10,7 @@ import pytest
 from pipeline.critic.backends.base import RawAnswer, RewardBackend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement, parse_judgement
-from pipeline.critic.schema import CATEGORIES
+from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer
 from pipeline.rewards import RewardFunction, precheck
 from pipeline.rewards.baselines import normalized_edit_similarity
@@ -175,7 +175,7 @@ def test_pixel_baselines_and_missing_ground_truth_are_explicit():
 
 
 def test_teds_on_tables():
-    pytest.importorskip("pipeline.evaluate.table_metrics", reason="pipeline.evaluate not importable yet")
+    pytest.importorskip("pipeline.metrics.table", reason="pipeline.evaluate not importable yet")
     cfg = RewardConfig.model_validate({"formula": {"terms": [{"name": "teds"}]}})
     gt = "| a | b |\n|---|---|\n| 1 | 2 |\n"
     same = _sample("table", 0, code=gt, ground_truth_code=gt)
@@ -389,7 +389,7 @@ def test_official_parsing_scores_off_schema_answers_as_the_official_code_and_cou
     """The default parsing rule reads an answer the schema rejects as omnirender_rm_v3.py / table_parse_rm_v2.py
     do (S from the items' severities; missing `errors` = S 0 on charts, −4 on tables); `strict` asks again and
     then counts S = 25 / −4. Each leniently read answer is counted, per sample and per backend."""
-    from pipeline.step_metrics import sample_metrics
+    from pipeline.loop.step_metrics import sample_metrics
 
     answers = ['```json\n{"errors": [{"category": "data_error", "severity": "3"}]}\n```',  # chart: S 3
                '{"verdict": "same"}',  # svg: no `errors` → S 0

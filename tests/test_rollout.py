@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import RolloutConfig, SamplingConfig, VLLMRolloutConfig, load_config
+from pipeline.config import load_config
+from pipeline.rollout.config import RolloutConfig, SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout import HFRollout, Rollout, RolloutUnavailable, make_rollout
 from pipeline.rollout.base import (
     cut_at_stop,

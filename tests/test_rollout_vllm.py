@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import SamplingConfig, VLLMRolloutConfig
+from pipeline.rollout.config import SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout.vllm import vllm_import_error
 from pipeline.sample import Sample
 from tests.logprobs import teacher_forced_logprobs

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.sample import Sample
-from pipeline.streaming import StreamError, StreamingScheduler
+from pipeline.loop.streaming import StreamError, StreamingScheduler
 
 N = 3  # group size
 
@@ -133,7 +133,7 @@ def test_timeout_reports_samples_in_flight():
 
 def test_interrupt_stops_a_waiting_next_batch_promptly():
     """The driver's SIGINT/SIGTERM handler calls interrupt(): the trainer stops waiting within poll_s."""
-    from pipeline.streaming import StreamInterrupted
+    from pipeline.loop.streaming import StreamInterrupted
 
     gate = threading.Event()
 

@@ -91,7 +91,7 @@ def ray_session(policy_dir):  # the model is built (in this process) before any 
 @pytest.fixture(scope="module")
 def rollout_worker(ray_session, models_cfg):
     from actors.rollout import RolloutWorker
-    from pipeline.config import RolloutConfig, SamplingConfig
+    from pipeline.rollout.config import RolloutConfig, SamplingConfig
 
     rollout_cfg = RolloutConfig(num_cpus=0.5, sampling=SamplingConfig(n=GROUP_SIZE, max_new_tokens=12))
     worker = RolloutWorker.options(num_cpus=0.5).remote(models_cfg, rollout_cfg, 0)

@@ -44,8 +44,8 @@ def _project_code_corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from pipeline.config import TinyModelConfig
-    from pipeline.models.tiny import build_tiny_qwen3_vl
+    from pipeline.models.config import TinyModelConfig
+    from pipeline.tiny.model import build_tiny_qwen3_vl
 
     out = tmp_path_factory.mktemp("tiny-qwen3-vl")
     build_tiny_qwen3_vl(TinyModelConfig(), out, corpus=_project_code_corpus)
@@ -147,7 +147,7 @@ def run_trainer_rank(
     rank: int, world_size: int, port: int, model_dir: str, rollouts_path: str, out_path: str
 ):
     """Entry point of a trainer subprocess: one GRPO step through verl's engine, results as JSON."""
-    from pipeline.verl_platform import prepare_process_for_verl_cpu, shutdown_process_group
+    from pipeline.training.verl_platform import prepare_process_for_verl_cpu, shutdown_process_group
 
     # One thread per rank: two ranks share the two cores, and oversubscribed BLAS threads crawl.
     prepare_process_for_verl_cpu(rank, world_size, master_port=port, timeout_s=120, num_threads=1)
@@ -225,7 +225,7 @@ def run_trainer_rank(
 
 
 def _free_port() -> int:
-    from pipeline.verl_platform import free_port
+    from pipeline.training.verl_platform import free_port
 
     return free_port()
 
@@ -524,7 +524,7 @@ def test_cpu_platform_is_selected_by_plugin_env_var():
         "print(get_device_name(), get_nccl_backend(), get_resource_name(), get_torch_device().max_memory_allocated() > 0)"
     )
     env = {k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}
-    env.update(VERL_USE_EXTERNAL_MODULES="pipeline.verl_platform", PYTHONPATH=str(REPO_ROOT))
+    env.update(VERL_USE_EXTERNAL_MODULES="pipeline.training.verl_platform", PYTHONPATH=str(REPO_ROOT))
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
@@ -541,7 +541,7 @@ def test_cpu_platform_is_selected_by_plugin_env_var():
 def test_cpu_platform_never_shadows_an_accelerator():
     from verl.plugin.platform import PlatformBase, PlatformRegistry
 
-    from pipeline.verl_platform import PlatformCPU
+    from pipeline.training.verl_platform import PlatformCPU
 
     class FakeAccelerator(PlatformBase):  # another vendor's platform that reports its device present
         def is_platform_available(self, use_smi_check=False):
@@ -637,7 +637,8 @@ def test_a_weight_sync_leaves_the_rollout_with_exactly_the_trainers_weights(sing
     """The trainer's export loaded through the rollout seam (`Rollout.load_weights`, HF backend): every engine
     parameter equals the trainer's afterwards (a dropped or misnamed tensor would stay stale), in fp32 and with
     bf16 on the wire."""
-    from pipeline.config import ModelConfig, ModelsConfig, SamplingConfig
+    from pipeline.rollout.config import SamplingConfig
+    from pipeline.models.config import ModelConfig, ModelsConfig
     from pipeline.rollout import HFRollout
 
     rollout = HFRollout(ModelsConfig(policy=ModelConfig(path=str(tiny_model_dir))), SamplingConfig(n=1))

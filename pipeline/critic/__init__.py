@@ -6,6 +6,7 @@ CLI: `python -m pipeline.critic {judge,data,train}`."""
 
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement, parse_judgement
-from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model
+from pipeline.critic.schema import json_schema, judgement_model
+from pipeline.sample import CATEGORIES
 
 __all__ = ["CATEGORIES", "Judgement", "RewardConfig", "json_schema", "judgement_model", "parse_judgement"]

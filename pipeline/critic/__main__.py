@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return judge(rest)
     if command == "data":
-        from pipeline.critic.data_cli import main as data
+        from pipeline.critic.training.data_cli import main as data
 
         return data(rest)
     if command == "train":

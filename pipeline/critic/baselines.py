@@ -1,6 +1,6 @@
 """Non-learned critics: the floor a trained Visual-ERM critic has to clear on the same held-out sets.
 
-Each critic has `fit(examples)` (training `CriticExample`s of `pipeline/critic/dataset.py`; pure statistics of
+Each critic has `fit(examples)` (training `CriticExample`s of `pipeline/critic/training/dataset.py`; pure statistics of
 that set, nothing learned by gradient) and `judge(task, reference_rgb, candidate_rgb, reference_code=None,
 candidate_code=None) -> list[dict]` returning errors in the critic's answer shape (category, severity,
 location, description). A critic that cannot judge an item raises `CriticUnusable`: evaluation counts that
@@ -8,7 +8,7 @@ as an unusable answer (scored "found nothing"), the way an invalid model answer 
 
   TrivialCritic     always the same one error per task: the most frequent training category, severity 2, and
                     that category's most frequent (location, description). The text matters: the evaluation
-                    matcher (`pipeline/evaluate/critic.py`) needs word overlap of location + description for
+                    matcher (`pipeline/metrics/critic.py`) needs word overlap of location + description for
                     a full match, so a constant answer with empty text would be a strawman that can at best
                     match partially; this one is the best constant answer the training labels suggest.
   PixelCritic       looks only at pixels: gray SSIM at a common size decides "same" (answer []) or
@@ -31,7 +31,7 @@ from typing import Any, Iterable, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.critic.schema import CATEGORIES
+from pipeline.sample import CATEGORIES
 
 REGION_ROWS = ("top", "middle", "bottom")
 REGION_COLS = ("left", "center", "right")

@@ -36,7 +36,8 @@ from typing import Literal
 import yaml
 from pydantic import Field, model_validator
 
-from pipeline.schema import Strict
+from pipeline.sample import JudgementLimits
+from pipeline.schema import Strict, deep_merge
 
 
 class RMSamplingConfig(Strict):
@@ -50,15 +51,6 @@ class RMSamplingConfig(Strict):
     presence_penalty: float = 1.5
     repetition_penalty: float = Field(1.0, gt=0)  # 1 = off (HF / vLLM multiplicative penalty)
     max_new_tokens: int = Field(4096, ge=16)
-
-
-class JudgementLimits(Strict):
-    """Bounds written into the JSON Schema. They bound the length of every valid answer, so constrained
-    decoding always finishes inside `max_new_tokens` when that is ≥ `worst_case_tokens` (checked at start)."""
-
-    max_errors: int = Field(24, ge=0)
-    max_location_chars: int = Field(120, ge=1)
-    max_description_chars: int = Field(400, ge=1)
 
 
 ErrorField = Literal["category", "severity", "location", "description"]
@@ -192,13 +184,6 @@ def _table_settings() -> TaskRewardSettings:
                               max_attempts=1)
 
 
-def _merged(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 class TasksRewardConfig(Strict):
     chart: TaskRewardSettings = TaskRewardSettings()
     table: TaskRewardSettings = Field(default_factory=_table_settings)
@@ -210,7 +195,7 @@ class TasksRewardConfig(Strict):
         # A partial `table:` section keeps the table defaults it does not name (greedy, one attempt...),
         # instead of silently falling back to the chart/SVG ones.
         if isinstance(data, dict) and isinstance(data.get("table"), dict):
-            data = {**data, "table": _merged(_table_settings().model_dump(exclude_unset=False), data["table"])}
+            data = {**data, "table": deep_merge(_table_settings().model_dump(exclude_unset=False), data["table"])}
         return data
 
 

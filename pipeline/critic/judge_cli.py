@@ -22,38 +22,38 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import DEFAULT_CONFIG, ModelsConfig
+from pipeline.config import DEFAULT_CONFIG
+from pipeline.models.config import ModelsConfig
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, to_array
 from pipeline.sample import TASK_KINDS, Sample
+from pipeline.schema import (ConfigError, Strict, check_keys, check_path, parse_override, read_yaml_mapping,
+                             set_path, validate)
 
 NO_CODE_GIVEN = "# (no code given on the command line)"
 
 
-def _set(data: dict, dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            node[p] = {}
-        node = node[p]
-    node[parts[-1]] = value
+class JudgeSettings(Strict):
+    """What a judgement needs of a run config: its `models:` and `reward:` sections."""
+
+    models: ModelsConfig = ModelsConfig()
+    reward: RewardConfig = RewardConfig()
 
 
 def load_reward_settings(config: str | None, overrides: list[str]) -> tuple[ModelsConfig, RewardConfig]:
+    """The `models:` and `reward:` sections of a preset (default: configs/default.yaml), with overrides of
+    those sections; an unknown key, in the file or on the command line, fails with its path."""
     path = Path(config) if config else DEFAULT_CONFIG
-    data = yaml.safe_load(path.read_text()) or {} if path.is_file() else None
-    if data is None:
-        raise ValueError(f"config file not found: {path}")
-    section = {"models": dict(data.get("models") or {}), "reward": dict(data.get("reward") or {})}
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = {k: v for k, v in read_yaml_mapping(path).items() if k in JudgeSettings.model_fields}
+    check_keys(data, JudgeSettings, prefix="", source=str(path))
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key.path=value")
-        key, raw = item.split("=", 1)
-        if key.split(".", 1)[0] not in section:
-            raise ValueError(f"override {key!r}: only models.* and reward.* apply here")
-        _set(section, key, yaml.safe_load(raw) if raw else "")
-    return ModelsConfig.model_validate(section["models"]), RewardConfig.model_validate(section["reward"])
+        key, value = parse_override(item)
+        check_path(key, JudgeSettings)
+        set_path(data, key, value)
+    settings = validate(JudgeSettings, data, source=str(path))
+    return settings.models, settings.reward
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +110,10 @@ def _run(args: argparse.Namespace) -> tuple[str | None, int]:
                     rendered_image=rendered,  # type: ignore[arg-type]
                     ground_truth_code=Path(args.gt_code).read_text() if args.gt_code else None)
 
-    from pipeline.critic.scorer import RewardScorer, prepare_models
+    from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS, RewardScorer
+    from pipeline.tiny import ensure_models
 
-    scorer = RewardScorer(cfg, prepare_models(models, cfg.backend))
+    scorer = RewardScorer(cfg, ensure_models(models, policy=False, reward=cfg.backend in LOCAL_MODEL_BACKENDS))
     try:
         stats = scorer.score([sample])
     finally:

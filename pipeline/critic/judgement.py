@@ -30,8 +30,10 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from pipeline.critic.config import OURS_FORMAT, AnswerFormat, JudgementLimits
-from pipeline.critic.schema import CATEGORIES, json_schema, judgement_model, read_answer
+from pipeline.critic.config import OURS_FORMAT, AnswerFormat
+from pipeline.sample import JudgementLimits
+from pipeline.critic.schema import json_schema, judgement_model, read_answer
+from pipeline.sample import CATEGORIES
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.critic.config import OURS_FORMAT, AnswerFormat
-from pipeline.critic.schema import CATEGORIES
+from pipeline.sample import CATEGORIES
 
 if TYPE_CHECKING:
     from pipeline.critic.config import RewardConfig

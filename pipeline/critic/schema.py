@@ -18,15 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from pipeline.critic.config import OURS_FORMAT, AnswerFormat, JudgementLimits
+from pipeline.critic.config import OURS_FORMAT, AnswerFormat
+from pipeline.sample import JudgementLimits
+from pipeline.sample import CATEGORIES, SEVERITIES
 
-# The paper's discrepancy categories (Visual-ERM / VC-RewardBench).
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "chart": ("structure", "data", "text", "style"),
-    "table": ("layout", "text", "numeric"),
-    "svg": ("structure", "shape", "style", "text_symbol"),
-}
-SEVERITIES = (1, 2, 3)  # 1 minor, 2 medium, 3 severe
 
 # Free text: printable characters of the Basic Multilingual Plane except the quote and the backslash — no
 # escape sequences, no control characters (Python's json refuses raw ones, which xgrammar's plain string rule

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from pipeline.config import ModelsConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.critic.backends import JudgeRequest, RewardBackend, make_backend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement
@@ -34,7 +34,7 @@ class RewardScorer:
     @property
     def backend(self) -> RewardBackend:
         if self._backend is None:  # built on first use: formulas without a critic never load a model
-            self._backend = make_backend(self.cfg, self.models.reward, self.models.cache_dir)
+            self._backend = make_backend(self.cfg, self.models.reward)
         return self._backend
 
     def warmup(self) -> None:
@@ -77,14 +77,3 @@ class RewardScorer:
 
 # Reward backends that load `models.reward` from a local directory (the others call an endpoint or need none).
 LOCAL_MODEL_BACKENDS = ("hf", "vllm")
-
-
-def prepare_models(models: ModelsConfig, backend: str = "hf") -> ModelsConfig:
-    """Make sure the reward model exists locally before replicas start (so N replicas do not race to build
-    a tiny model, and none spends its start timeout on it), and return the models config to hand them.
-    Nothing to do for a backend that loads no local model."""
-    if backend in LOCAL_MODEL_BACKENDS:
-        from pipeline.models import resolve_model_path
-
-        resolve_model_path(models.reward, models.cache_dir)  # raises early on a bad checkpoint path
-    return models

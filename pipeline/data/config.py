@@ -1,4 +1,5 @@
-"""Configuration of synthetic data and targeted-edit generation (for the lead to wire into the main config)."""
+"""The `data:` section (`DatasetConfig`: prompt files or the synthetic set, prompts per step) and its `synth:`
+part (`DataConfig`: synthetic data and targeted-edit generation)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ class DataConfig(Strict):
         if not 1 <= lo <= hi:
             raise ValueError(f"edits_per_pair must satisfy 1 <= min <= max, got {self.edits_per_pair}")
         return self
+
+
+class DatasetConfig(Strict):
+    """Prompts: local verl-style parquet files, or (when none are given) a synthetic set made at start-up."""
+
+    train_paths: list[str] = []  # parquet files or directories of them
+    cache_dir: str = "~/.cache/visual-erm-rl/data"  # where the synthetic set is rendered once and kept
+    eval_paths: list[str] = []
+    tasks: list[Literal["chart", "table", "svg"]] = ["chart", "table", "svg"]  # synthetic set only
+    synth_train_per_task: int = Field(16, ge=1)
+    synth_eval_per_task: int = Field(2, ge=0)
+    synth: DataConfig = DataConfig()
+    prompts_per_step: int = Field(4, ge=1)  # GRPO groups per update

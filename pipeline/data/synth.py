@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pipeline.data.config import DataConfig
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.records import png_bytes, write_json, write_parquet
-from pipeline.evaluate.chart_metrics import TRACE_FIELD, encode_trace, is_trace
+from pipeline.metrics.chart import TRACE_FIELD, encode_trace, is_trace
 from pipeline.tasks import get_task
 
 

@@ -26,7 +26,7 @@ import math
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline.schema import ConfigError
 
 
 def _json_safe(obj):
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def _revise(args, parser) -> int:
     from pipeline.config import load_config
     from pipeline.evaluate.revision import evaluate_revision, format_revision_table, write_report
-    from pipeline.tracking import setup_console_logging
+    from pipeline.runlog.tracking import setup_console_logging
 
     if args.rounds < 0:
         parser.error("--rounds must be >= 0")

@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterable, Optional
 
 from tqdm import tqdm
 
-from pipeline.config import ConfigError
+from pipeline.schema import ConfigError
 from pipeline.data.records import RecordFormatError
 from pipeline.evaluate.config import CriticEvalConfig, JudgeConfig
-from pipeline.evaluate.critic import (
+from pipeline.metrics.critic import (
     ALIGN_PROMPT, VERDICT_SCHEMA, ItemResult, LLMJudgeMatcher, Matcher, OfficialMatcher, RecordError,
     SimilarityMatcher, align_prompt, align_schema, deterministic_align, parse_discrepancies, score_item,
     score_item_official, summarize, summarize_official,
@@ -58,7 +58,7 @@ def make_matcher(config: CriticEvalConfig) -> Matcher | OfficialMatcher:
 
 
 def _make_reward_backend(reward: dict, model_path: str | None, what: str):
-    from pipeline.config import ModelConfig
+    from pipeline.models.config import ModelConfig
     from pipeline.critic.backends import make_backend
     from pipeline.critic.config import RewardConfig
 
@@ -66,6 +66,11 @@ def _make_reward_backend(reward: dict, model_path: str | None, what: str):
         reward_cfg = RewardConfig.model_validate(reward)
     except ValueError as e:
         raise ConfigError(f"{what} is not a valid reward config: {e}") from None
+    if model_path is None and reward_cfg.backend in ("hf", "vllm"):  # the default critic: tiny, built here once
+        from pipeline.models.config import ModelsConfig
+        from pipeline.tiny import ensure_model
+
+        model_path = str(ensure_model(ModelConfig(), ModelsConfig().cache_dir))
     return make_backend(reward_cfg, ModelConfig(path=model_path) if model_path else None)
 
 
@@ -287,8 +292,8 @@ def make_predictor(config: CriticEvalConfig) -> Predictor:
 
 def _fit_examples(path: str):
     """The training critic set's checked examples, read under the limits it was written with."""
-    from pipeline.critic.config import JudgementLimits
-    from pipeline.critic.dataset import CriticDataError, read_examples, read_manifest
+    from pipeline.sample import JudgementLimits
+    from pipeline.critic.training.dataset import CriticDataError, read_examples, read_manifest
 
     try:
         limits = JudgementLimits.model_validate(read_manifest(Path(path)).get("limits") or {})

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from pipeline.schema import ConfigError, Strict
+from pipeline.schema import ConfigError, Strict, load_section
 
 
 class CriticSource(Strict):
@@ -51,7 +51,7 @@ class JudgeConfig(Strict):
     """The LLM judge of `matcher.kind: official` (one call per item aligning the two error lists, as the
     official evaluation) or `llm_judge` (yes / partial / no per same-category pair): a reward backend (hf /
     vllm / openai) asked text-only, schema-constrained questions. For `official`, no `reward.backend` = the
-    deterministic CPU fallback judge (word overlap, one-to-one; pipeline/evaluate/critic.py)."""
+    deterministic CPU fallback judge (word overlap, one-to-one; pipeline/metrics/critic.py)."""
 
     reward: dict[str, Any] = {}  # a RewardConfig mapping (backend + its section), validated when used
     prompt_file: Optional[str] = None  # official: the aligner's instruction ({task}, {predicted}, {annotated})
@@ -109,14 +109,5 @@ class CriticEvalConfig(Strict):
 
 
 def load_critic_config(path: str | Path) -> CriticEvalConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"critic config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return CriticEvalConfig.model_validate(data)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"invalid critic config ({path}):\n" + "\n".join(lines)) from None
+    # Not merged onto the defaults: `counting` is derived from `matcher.kind` when the file leaves it unset.
+    return load_section(CriticEvalConfig, path, merge_defaults=False)

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
-from pipeline.evaluate.chart_metrics import chart_scores, failed_chart_scores, is_trace, reference_trace
-from pipeline.evaluate.image_metrics import image_metrics
+from pipeline.metrics.chart import chart_scores, failed_chart_scores, is_trace, reference_trace
+from pipeline.metrics.image import image_metrics
 from pipeline.tasks import get_task
 
 # The chart task's code-level metrics already include `text_f1`: the trace scores are named trace_text_f1,

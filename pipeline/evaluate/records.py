@@ -30,7 +30,7 @@ class BenchItem:
     # read code instead of pixels (the structural baseline) need them; None = not in the record.
     reference_code: Optional[str] = None
     candidate_code: Optional[str] = None
-    source: Optional[str] = None  # critic sets: edit / clean / natural (`pipeline/critic/dataset.py`)
+    source: Optional[str] = None  # critic sets: edit / clean / natural (`pipeline/critic/training/dataset.py`)
 
     def images(self) -> tuple[np.ndarray, np.ndarray]:
         return _load(self.reference, f"{self.id} reference"), _load(self.candidate, f"{self.id} candidate")

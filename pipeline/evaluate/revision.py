@@ -2,7 +2,7 @@
 
 The policy answers each held-out prompt (greedy), the critic judges, and the policy revises with that feedback
 for up to K rounds (`pipeline/revision.py`); the answers kept after each round are scored with the driver's
-held-out metrics (`pipeline.stages.evaluate_policy`): render rate, critic reward, SSIM / MSE, TEDS (tables),
+held-out metrics (`pipeline.loop.stages.evaluate_policy`): render rate, critic reward, SSIM / MSE, TEDS (tables),
 ChartMimic-style chart F1s — per task and round, with the tokens and seconds each round spent. Output: a
 markdown table, `revision.json` and a plot of metric vs round (the paper's test-time scaling figure).
 
@@ -30,8 +30,8 @@ PLOT_METRICS = (("reward", "critic reward"), ("render_ok", "render rate"), ("ssi
 
 def load_eval_prompts(cfg: Config, data: list[Path] | None):
     """The prompts to revise on: the given parquet files/dirs, else the run config's held-out split."""
-    from pipeline.dataloader import load_prompts
-    from pipeline.datasets import prepare_datasets
+    from pipeline.data.loader import load_prompts
+    from pipeline.data.datasets import prepare_datasets
 
     if data:
         prompts, rejected = load_prompts(data)
@@ -47,10 +47,10 @@ def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, 
 
     `rollout` (a `pipeline.rollout` backend), `scorer` (anything with `.measure` and `.function`, e.g. a
     `RewardScorer`) and `render_pool` (`.map`) default to the ones the config names, built here."""
-    from pipeline.dataloader import PromptLoader
-    from pipeline.models import resolve_model_path
+    from pipeline.data.loader import PromptLoader
+    from pipeline.tiny import ensure_models
     from pipeline.render import InProcessRenderPool, configure
-    from pipeline.stages import evaluate_policy
+    from pipeline.loop.stages import evaluate_policy
 
     prompts = load_eval_prompts(cfg, data)
     if not prompts:
@@ -59,14 +59,14 @@ def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, 
         configure(cfg.render)
         render_pool = InProcessRenderPool()
     if scorer is None:
-        from pipeline.critic.scorer import RewardScorer, prepare_models
+        from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS, RewardScorer
 
-        scorer = RewardScorer(cfg.reward, prepare_models(cfg.models, cfg.reward.backend))
+        models = ensure_models(cfg.models, policy=False, reward=cfg.reward.backend in LOCAL_MODEL_BACKENDS)
+        scorer = RewardScorer(cfg.reward, models)
     if rollout is None:
-        from pipeline.rollout.base import make_rollout
+        from pipeline.rollout import make_rollout
 
-        resolve_model_path(cfg.models.policy, cfg.models.cache_dir)
-        rollout = make_rollout(cfg.models, cfg.rollout, device="cpu" if cfg.rollout.num_gpus <= 0 else "cuda",
+        rollout = make_rollout(ensure_models(cfg.models, reward=False), cfg.rollout, device="cpu" if cfg.rollout.num_gpus <= 0 else "cuda",
                                seed=cfg.run.seed)
 
     def generate(batch):

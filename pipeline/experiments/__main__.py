@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline.schema import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_ablation(cfg, progress: bool = True) -> dict:
     from pipeline.critic.scorer import RewardScorer
-    from pipeline.datasets import prepare_datasets
+    from pipeline.data.datasets import prepare_datasets
     from pipeline.experiments import ablation, hacking
     from pipeline.render import configure, render
-    from pipeline.tracking import setup_console_logging
+    from pipeline.runlog.tracking import setup_console_logging
 
     started = time.perf_counter()
     first = ablation.arm_config(cfg, cfg.arms[0], cfg.seeds[0])

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
+from pipeline.schema import ConfigError
 from pipeline.schema import Strict
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,9 @@ class AblationConfig(Strict):
 
 
 def load_ablation_config(path: str | Path | None, overrides: list[str]) -> AblationConfig:
-    from pipeline.config import load_model_config
+    from pipeline.schema import load_section
 
-    return load_model_config(AblationConfig, path, overrides)
+    return load_section(AblationConfig, path, overrides)
 
 
 def arm_config(cfg: AblationConfig, arm: ArmConfig, seed: int) -> Config:
@@ -76,7 +77,7 @@ def arm_config(cfg: AblationConfig, arm: ArmConfig, seed: int) -> Config:
     encoder = []
     wants_encoder = any(o.startswith("reward.formula.terms=") and "embedding" in o for o in arm.overrides)
     if wants_encoder and not any(o.startswith("reward.embedding.path=") for o in [*cfg.overrides, *arm.overrides]):
-        from pipeline.models.tiny import build_tiny_encoder
+        from pipeline.tiny.model import build_tiny_encoder
 
         shared = load_config(cfg.preset, cfg.overrides)
         if shared.reward.embedding.path is None:  # no encoder named anywhere: a tiny random one, built offline

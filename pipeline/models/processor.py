@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl import Qwen3VLProcessor
@@ -29,3 +30,27 @@ def load_processor(path: str | Path) -> Qwen3VLImageOnlyProcessor:
     template_file = path / "chat_template.jinja"
     chat_template = template_file.read_text() if template_file.is_file() else tokenizer.chat_template
     return Qwen3VLImageOnlyProcessor(image_processor, tokenizer, chat_template=chat_template)
+
+
+def collate(encoded: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch of encoded (prompt + answer) examples for supervised training (the tiny policy's
+    warm start, critic SFT); no generation follows, so the padding side does not matter."""
+    length = max(e["input_ids"].shape[0] for e in encoded)
+
+    def pad(key: str, value: int) -> torch.Tensor:
+        out = torch.full((len(encoded), length), value, dtype=encoded[0][key].dtype)
+        for i, e in enumerate(encoded):
+            out[i, : e[key].shape[0]] = e[key]
+        return out
+
+    attention = torch.zeros(len(encoded), length, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        attention[i, : e["input_ids"].shape[0]] = 1
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "labels": pad("labels", -100),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "attention_mask": attention,
+        "pixel_values": torch.cat([e["pixel_values"] for e in encoded]),
+        "image_grid_thw": torch.cat([e["image_grid_thw"] for e in encoded]),
+    }

@@ -55,7 +55,7 @@ def render(kind: RenderKind, code: str, size: tuple[int, int] | None = None,
 
     size=(W, H) defaults to the kind's configured size (chart 640×480, svg 336×336, table 768×768);
     timeout_s defaults to the kind's limit (chart 15 s, svg 10 s, table 10 s).
-    trace=True (charts): result.trace is the ChartMimic-style trace (pipeline/evaluate/chart_trace.py) recorded
+    trace=True (charts): result.trace is the ChartMimic-style trace (pipeline/render/trace.py) recorded
     inside the sandbox and validated; None for other kinds, failed renders, or a broken tracer (then
     result.detail says why).
     """

@@ -9,8 +9,10 @@ common fonts, so fonts, glyph and text-layout caches are hot; then the zygote fr
 from __future__ import annotations
 
 import importlib
+import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,7 @@ MIN_DPI = 20.0  # clamping never lowers the dpi below this (FreeType rejects tin
 # Measured once, paired, on generated charts (noisy, loaded box): median ~15 ms less CPU per child; costs
 # zygote start-up time.
 WARMUP_GENERATED_CHARTS = 16
+WARMUP_CHARTS_FILE = Path(__file__).with_name("warmup_charts.json")
 
 _WARMUP_CODE = """
 import matplotlib.pyplot as plt, numpy as np, datetime
@@ -81,7 +84,7 @@ def warm(options: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     # Loaded here so trace=True children find it in memory; trace=False children never touch it.
-    from pipeline.evaluate import chart_trace
+    from pipeline.render import trace as chart_trace
 
     tracer = chart_trace.ChartTracer().__enter__()
     try:
@@ -104,18 +107,14 @@ def warm(options: dict[str, Any]) -> None:
 
 def _warm_generated_charts(count: int, fit: tuple[int, int]) -> None:
     """Draw the kinds of programs the synthetic data generators write (every chart type, style sheet, subplot
-    grid; pipeline/data/charts.py), so lazily built state they need (style sheets, fonts at their sizes, tick
-    formatters, colormaps, text layout) is in the zygote's heap instead of being rebuilt by every child."""
+    grid), so lazily built state they need (style sheets, fonts at their sizes, tick formatters, colormaps,
+    text layout) is in the zygote's heap instead of being rebuilt by every child. The programs are a fixed
+    file (`warmup_charts.json`, written from pipeline/data/charts.py; a test keeps it in step): the renderer
+    is the ground floor and imports nothing from the data package."""
     import matplotlib
     import matplotlib.pyplot as plt
 
-    try:
-        from pipeline.data.charts import generate_chart
-    except ImportError:  # the renderer does not depend on the data package; it only warms better with it
-        return
-    rng = random.Random(0)
-    for _ in range(count):
-        code, _ = generate_chart(rng)
+    for code in json.loads(WARMUP_CHARTS_FILE.read_text())[:count]:
         try:
             with matplotlib.rc_context():  # the programs switch style sheets
                 exec(compile(code, "<warmup-generated>", "exec"), {"__name__": "__warmup__"})
@@ -148,7 +147,7 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
 
     `timings` receives exec_s (the snippet itself) and capture_s (drawing, RGBA→RGB, fitting; a savefig call
     draws while the snippet runs). With `want_trace` the plotting calls are recorded while the snippet runs
-    and the captured figure is traced (pipeline/evaluate/chart_trace.py); a snippet that breaks the tracer
+    and the captured figure is traced (pipeline/render/trace.py); a snippet that breaks the tracer
     costs only its trace, never the image: the trace is then {"error": ...}, which the zygote turns into
     trace=None with a detail.
     """
@@ -253,7 +252,7 @@ class _Output:
 def _trace_now(tracer, fig) -> dict:
     """The bounded, JSON-able trace of the just drawn figure, or {"error": why}. Runs next to untrusted code,
     inside the sandbox: anything it raises (a snippet that monkeypatched matplotlib) is contained."""
-    from pipeline.evaluate.chart_trace import bound_trace, trace_figures
+    from pipeline.render.trace import bound_trace, trace_figures
 
     if isinstance(tracer, str):
         return {"error": tracer}
@@ -279,7 +278,7 @@ class _PixelSink:
 
 def _start_tracer():
     """A ChartTracer already entered, or the error text if the tracer could not start."""
-    from pipeline.evaluate.chart_trace import ChartTracer
+    from pipeline.render.trace import ChartTracer
 
     try:
         return ChartTracer().__enter__()

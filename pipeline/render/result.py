@@ -33,7 +33,7 @@ class RenderRequest:
     code: str
     size: tuple[int, int] | None = None
     timeout_s: float | None = None
-    trace: bool = False  # charts: also record the ChartMimic-style trace (pipeline/evaluate/chart_trace.py)
+    trace: bool = False  # charts: also record the ChartMimic-style trace (pipeline/render/trace.py)
 
 
 @dataclass

@@ -26,7 +26,7 @@ class SSIMReward(Term):
     name = "ssim"
 
     def measure(self, sample, judgement):
-        from pipeline.evaluate.image_metrics import ssim
+        from pipeline.metrics.image import ssim
 
         return {"value": ssim(sample.rendered_image, sample.reference_image)}
 
@@ -37,7 +37,7 @@ class PixelMSEReward(Term):
     name = "pixel_mse"
 
     def measure(self, sample, judgement):
-        from pipeline.evaluate.image_metrics import pixel_mse
+        from pipeline.metrics.image import pixel_mse
 
         mse = pixel_mse(sample.rendered_image, sample.reference_image)
         return {"value": 1.0 - mse, "mse": mse}
@@ -50,7 +50,7 @@ class TEDSReward(Term):
     supported_tasks = ("table",)
 
     def measure(self, sample, judgement):
-        from pipeline.evaluate.table_metrics import table_to_html, teds
+        from pipeline.metrics.table import table_to_html, teds
 
         if not sample.ground_truth_code:
             return Unavailable("no_ground_truth")

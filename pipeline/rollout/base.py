@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.config import ModelsConfig, RolloutConfig, SamplingConfig
+from pipeline.rollout.config import SamplingConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.sample import Sample
 
 VLLM_MISSING = "rollout.backend=vllm needs the vllm extra: pip install .[gpu] (vllm) on a GPU machine"
@@ -49,19 +50,6 @@ class Rollout(Protocol):
     def load_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         """Replace the policy's weights with a full HF-named state dict and adopt its version."""
         ...
-
-
-def make_rollout(models: ModelsConfig, rollout: RolloutConfig, device: str, seed: int) -> Rollout:
-    """The backend `rollout.backend` names, built for `models.policy`."""
-    if rollout.backend == "hf":
-        from pipeline.rollout.hf import HFRollout
-
-        return HFRollout(models, rollout.sampling, device=device, seed=seed)
-    if rollout.backend == "vllm":
-        from pipeline.rollout.vllm import VLLMRollout
-
-        return VLLMRollout(models, rollout.sampling, rollout.vllm, seed=seed, timeout_s=rollout.timeout_s)
-    raise ValueError(f"unknown rollout backend {rollout.backend!r} (hf, vllm)")
 
 
 # ---------------------------------------------------------------------------------------------------------

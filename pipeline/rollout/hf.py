@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import ModelsConfig, SamplingConfig
+from pipeline.rollout.config import SamplingConfig
+from pipeline.models.config import ModelsConfig
 from pipeline.models import load_model_and_processor
 from pipeline.rollout.base import (
     expand_groups,
@@ -23,7 +24,7 @@ class HFRollout:
     def __init__(self, models: ModelsConfig, sampling: SamplingConfig, device: str = "cpu", seed: int = 0):
         self.sampling = sampling
         self.device = torch.device(device)
-        self.model, self.processor = load_model_and_processor(models.policy, models.cache_dir)
+        self.model, self.processor = load_model_and_processor(models.policy)
         self.model.to(self.device).eval()
         # Left padding: every prompt in a batch must end where generation starts.
         self.processor.tokenizer.padding_side = "left"

@@ -39,8 +39,9 @@ from typing import Any
 
 import torch
 
-from pipeline.config import ModelsConfig, SamplingConfig, VLLMRolloutConfig
-from pipeline.models import load_processor, resolve_model_path
+from pipeline.rollout.config import SamplingConfig, VLLMRolloutConfig
+from pipeline.models.config import ModelsConfig
+from pipeline.models import load_processor, model_dir
 from pipeline.rollout.base import (
     VLLM_MISSING,
     RolloutUnavailable,
@@ -145,7 +146,7 @@ class VLLMRollout:
         self.tensor_parallel_size = engine.tensor_parallel_size
         self.timeout_s = timeout_s  # one engine RPC, one weight-sync handshake wait (rollout.timeout_s)
         self.handshake = None  # the NCCL round handshake, once init_weight_group has run
-        path = resolve_model_path(models.policy, models.cache_dir)
+        path = model_dir(models.policy)
         # The HF processor renders the chat template (the same prompt text the HF backend and the trainer use);
         # the tokenizer decodes responses exactly as the HF backend does.
         self.processor = load_processor(path)

@@ -17,4 +17,14 @@ def get_task(kind: str) -> Task:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(TASKS)}") from None
 
 
-__all__ = ["Extraction", "Task", "TASKS", "get_task", "fenced_blocks"]
+# The fence language each kind's answer uses in the compact programs a tiny policy learns (one of the task's
+# `code_languages`).
+FENCE_LANGUAGE = {"chart": "python", "table": "markdown", "svg": "svg"}
+
+
+def fenced_response(kind: str, code: str) -> str:
+    """The answer format every task prompt asks for: the code in one fenced block."""
+    return f"```{FENCE_LANGUAGE[kind]}\n{code}\n```"
+
+
+__all__ = ["Extraction", "FENCE_LANGUAGE", "Task", "TASKS", "fenced_blocks", "fenced_response", "get_task"]

@@ -8,7 +8,7 @@
 - `checkpoint`: the <run_dir>/checkpoints/step_<N>/ layout and the crash-safe commit (`latest` written last).
 - `metrics`: per-rank metrics combined into one dict per update; batch statistics.
 
-On CPU, a process calls `pipeline.verl_platform.prepare_process_for_verl_cpu` before creating workers.
+On CPU, a process calls `pipeline.training.verl_platform.prepare_process_for_verl_cpu` before creating workers.
 """
 
 from pipeline.training.config import TrainerConfig

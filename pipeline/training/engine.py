@@ -1,7 +1,7 @@
 """verl's FSDP2 TrainingWorker as the GRPO trainer: configs from `TrainerConfig`, log-probs, one update.
 
 Everything here runs inside the process that hosts one trainer rank (a Ray actor in production, a test process
-here); the process must first call `pipeline.verl_platform.prepare_process_for_verl_cpu` on CPU machines (on GPU
+here); the process must first call `pipeline.training.verl_platform.prepare_process_for_verl_cpu` on CPU machines (on GPU
 machines verl's own NVIDIA platform and nccl apply). The worker object is verl's `TrainingWorker` called
 directly, not through a verl RayWorkerGroup: our own Ray actor owns the process.
 

@@ -39,7 +39,7 @@ class RankTrainer:
 
     def setup(self, master_addr: str, master_port: int) -> dict[str, float]:
         """Join the process group and build the engines. All ranks call this with the same address/port."""
-        from pipeline.verl_platform import prepare_process_for_verl
+        from pipeline.training.verl_platform import prepare_process_for_verl
 
         started = time.perf_counter()
         threads = self.cfg.threads_per_rank or max(1, int(self.cfg.num_cpus_per_rank))
@@ -136,7 +136,7 @@ class RankTrainer:
 
     def shutdown(self) -> None:
         from pipeline.rollout.weight_sync import destroy_weight_group
-        from pipeline.verl_platform import shutdown_process_group
+        from pipeline.training.verl_platform import shutdown_process_group
 
         destroy_weight_group(self.weight_group)
         self.policy = self.reference = self.weight_group = None

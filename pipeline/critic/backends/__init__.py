@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from pipeline.config import ModelConfig
+from pipeline.models.config import ModelConfig
 from pipeline.critic.backends.base import (
     BackendUnavailable, JudgeRequest, RawAnswer, RewardBackend, TextRequest,
 )
 from pipeline.critic.config import RewardConfig
 
 
-def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None,
-                 cache_dir: str = "~/.cache/visual-erm-rl/models") -> RewardBackend:
+def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None) -> RewardBackend:
+    """The backend `cfg.backend` names; `model_cfg` is the local critic checkpoint the hf and vllm backends
+    load (a tiny one built beforehand by the entry point: `pipeline.tiny.ensure_models`)."""
+    if cfg.backend in ("hf", "vllm") and model_cfg is None:
+        raise ValueError(f"reward.backend={cfg.backend} loads a local critic: give its checkpoint (models.reward)")
     if cfg.backend == "hf":
         from pipeline.critic.backends.hf import HFBackend
 
-        return HFBackend(cfg, model_cfg or ModelConfig(), cache_dir)
+        return HFBackend(cfg, model_cfg)
     if cfg.backend == "vllm":
         from pipeline.critic.backends.vllm import VLLMBackend
 
-        return VLLMBackend(cfg, model_cfg or ModelConfig(), cache_dir)
+        return VLLMBackend(cfg, model_cfg)
     if cfg.backend == "openai":
         from pipeline.critic.backends.openai import OpenAIBackend
 

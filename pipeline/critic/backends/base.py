@@ -21,7 +21,8 @@ from PIL import Image
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, prepare_pair
 from pipeline.critic.judgement import Judgement, parse_judgement
-from pipeline.critic.schema import CATEGORIES, json_schema, worst_case_tokens
+from pipeline.critic.schema import json_schema, worst_case_tokens
+from pipeline.sample import CATEGORIES
 
 log = logging.getLogger(__name__)
 

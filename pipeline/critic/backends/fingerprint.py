@@ -17,7 +17,8 @@ from PIL import Image
 from pipeline.critic.backends.base import RawAnswer, RewardBackend
 from pipeline.critic.config import OURS_FORMAT, AnswerFormat, RewardConfig
 from pipeline.critic.images import resize_max_side, to_array
-from pipeline.critic.schema import CATEGORIES, answer_document
+from pipeline.critic.schema import answer_document
+from pipeline.sample import CATEGORIES
 
 
 def fingerprint(reference: Image.Image, rendered: Image.Image) -> str:

@@ -15,12 +15,13 @@ import transformers
 import xgrammar as xgr
 from xgrammar.contrib.hf import LogitsProcessor as GrammarLogitsProcessor
 
-from pipeline.config import ModelConfig
+from pipeline.models.config import ModelConfig
 from pipeline.models import load_model_and_processor
 from pipeline.critic.backends.base import RawAnswer, RewardBackend, TextRequest
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.prompts import messages
-from pipeline.critic.schema import CATEGORIES, schema_json
+from pipeline.critic.schema import schema_json
+from pipeline.sample import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,13 @@ def _eos_ids(model, tokenizer) -> list[int]:
 class HFBackend(RewardBackend):
     name = "hf"
 
-    def __init__(self, cfg: RewardConfig, model_cfg: ModelConfig, cache_dir: str):
+    def __init__(self, cfg: RewardConfig, model_cfg: ModelConfig):
         super().__init__(cfg)
         hf = cfg.hf
         if hf.num_threads:
             torch.set_num_threads(hf.num_threads)
         self.device = torch.device(hf.device)
-        self.model, self.processor = load_model_and_processor(model_cfg, cache_dir)
+        self.model, self.processor = load_model_and_processor(model_cfg)
         self.model.to(self.device).eval()
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"  # every prompt of a batch ends where generation starts

@@ -14,12 +14,12 @@ import threading
 import uuid
 from typing import Any
 
-from pipeline.config import ModelConfig
-from pipeline.models import load_processor, resolve_model_path
+from pipeline.models.config import ModelConfig
+from pipeline.models import load_processor, model_dir
 from pipeline.critic.backends.base import BackendUnavailable, RawAnswer, RewardBackend, TextRequest
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.prompts import messages
-from pipeline.critic.schema import CATEGORIES
+from pipeline.sample import CATEGORIES
 from pipeline.rollout.vllm import vllm_model_dir
 
 
@@ -47,7 +47,7 @@ ENGINE_START_TIMEOUT_S = 3600.0  # an 8B engine loads and captures CUDA graphs i
 class VLLMBackend(RewardBackend):
     name = "vllm"
 
-    def __init__(self, cfg: RewardConfig, model_cfg: ModelConfig, cache_dir: str):
+    def __init__(self, cfg: RewardConfig, model_cfg: ModelConfig):
         ok, why = vllm_available()
         if not ok:
             raise BackendUnavailable(why)
@@ -55,7 +55,7 @@ class VLLMBackend(RewardBackend):
         import vllm
 
         # The rollout's model directory view: our tiny models name a processor class vLLM cannot resolve.
-        path = vllm_model_dir(resolve_model_path(model_cfg, cache_dir))
+        path = vllm_model_dir(model_dir(model_cfg))
         # Only for the chat template: prompt text with image placeholders (and the judge's text-only chats).
         processor = self.processor = load_processor(path)
         self.prompts = {t: processor.apply_chat_template(messages(t, cfg), add_generation_prompt=True,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pipeline.critic.schema import CATEGORIES
+from pipeline.sample import CATEGORIES
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
-    from pipeline.critic.dataset import CriticDataError
+    from pipeline.critic.training.dataset import CriticDataError
     from pipeline.critic.training.config import load_train_config
 
     try:

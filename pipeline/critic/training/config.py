@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from pipeline import config as run_config  # the run config's override and key-path helpers, reused
-from pipeline.config import ModelConfig, TinyModelConfig
-from pipeline.critic.config import JudgementLimits, RewardConfig
-from pipeline.schema import ConfigError, Strict
+from pipeline.models.config import ModelConfig, TinyModelConfig
+from pipeline.critic.config import RewardConfig
+from pipeline.sample import JudgementLimits
+from pipeline.schema import ConfigError, Strict, deep_merge, read_section_data, validate
 
 TaskKind = Literal["chart", "table", "svg"]
 
@@ -48,7 +48,7 @@ class CriticWandbConfig(Strict):
 
 class CriticTrainConfig(Strict):
     # --- what to train on, from what ---
-    data: str  # a critic SFT set directory (manifest.json + <task>.parquet), see pipeline/critic/dataset.py
+    data: str  # a critic SFT set directory (manifest.json + <task>.parquet), see pipeline/critic/training/dataset.py
     # The critic to fine-tune: `tiny` (a random tiny Qwen3-VL built offline, the embedded default's reward
     # model) or a local HF checkpoint directory (Qwen3-VL-8B-Instruct, a Visual-ERM checkpoint).
     model: ModelConfig = ModelConfig(tiny=TinyModelConfig(seed=1))
@@ -126,25 +126,9 @@ class CriticTrainConfig(Strict):
 def load_train_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
                       ) -> CriticTrainConfig:
     """Read a YAML file (optional), apply `a.b=value` overrides, validate. Raises ConfigError naming the key."""
-    data: dict[str, Any] = {}
-    source = "command line"
-    if path is not None:
-        path, source = Path(path), str(path)
-        if not path.is_file():
-            raise ConfigError(f"critic training config not found: {path}")
-        data = run_config.read_yaml_mapping(path)
-        run_config._check_keys(data, CriticTrainConfig, prefix="", source=source)
-    for item in overrides:
-        key, value = run_config._parse_override(item)
-        run_config._check_path(key, CriticTrainConfig)
-        run_config._set_path(data, key, value)
+    data = read_section_data(CriticTrainConfig, path, overrides)
     # A partial `model:` section keeps the critic's defaults (the tiny critic's seed) for what it leaves out.
     if isinstance(data.get("model"), dict):
         default_model = CriticTrainConfig.model_fields["model"].default.model_dump(mode="json")
-        data["model"] = run_config._deep_merge(default_model, data["model"])
-    try:
-        return CriticTrainConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']} "
-                 f"(got {err.get('input')!r})" for err in e.errors()]
-        raise ConfigError(f"invalid critic training configuration ({source}):\n" + "\n".join(lines)) from None
+        data["model"] = deep_merge(default_model, data["model"])
+    return validate(CriticTrainConfig, data, source=str(path) if path is not None else "command line")

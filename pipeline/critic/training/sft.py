@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
-from pipeline.critic.dataset import CriticDataError, CriticExample, answer_formats, read_examples, read_manifest
+from pipeline.critic.training.dataset import CriticDataError, CriticExample, answer_formats, read_examples, read_manifest
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
-from pipeline.models.warm_start import collate
+from pipeline.tiny.warm_start import collate
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _skip_shm_comm_build() -> None:
 
 
 def deepspeed_config(cfg: CriticTrainConfig) -> dict[str, Any]:
-    from pipeline.config import _deep_merge
+    from pipeline.schema import deep_merge
 
     zero: dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.zero_stage == 3:
@@ -182,7 +182,7 @@ def deepspeed_config(cfg: CriticTrainConfig) -> dict[str, Any]:
         "steps_per_print": 10**9,  # we log; DeepSpeed's own step lines would interleave with the bar
         "wall_clock_breakdown": False,
     }
-    return _deep_merge(ds, cfg.deepspeed.extra)
+    return deep_merge(ds, cfg.deepspeed.extra)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -194,7 +194,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (for the rendezvous). `pipeline.verl_platform.free_port` is the same
+    """A TCP port free on `host` now (for the rendezvous). `pipeline.training.verl_platform.free_port` is the same
     but importing that module imports verl (+4 s per process), which critic training never uses."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -227,7 +227,7 @@ class _Metrics:
         self.run = None
         if cfg.wandb.mode == "disabled":
             return
-        from pipeline.tracking import _has_wandb_credentials
+        from pipeline.runlog.tracking import _has_wandb_credentials
 
         if cfg.wandb.mode == "online" and not _has_wandb_credentials():
             raise RuntimeError("wandb.mode=online needs WANDB_API_KEY (or `wandb login`); or use offline")
@@ -343,12 +343,12 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
     if cfg.num_gpus_per_rank <= 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported: skips the GPU probe
     torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))  # oversubscribed BLAS threads crawl
-    from pipeline.models import load_model, load_processor, resolve_model_path
+    from pipeline.models import load_model, load_processor, model_dir
 
     # Everything that can be wrong with the data or the model fails here, before any process group exists
     # (a rank failing later would leave its peers waiting in a collective).
     examples = load_examples(cfg)
-    base_path = resolve_model_path(cfg.model, cfg.cache_dir)
+    base_path = model_dir(cfg.model)  # built beforehand if tiny (the CLI, pipeline.tiny)
     processor = load_processor(base_path)
     encoder = Encoder(processor, cfg.max_image_side, cfg.serve)
     answer_ids = [encoder.answer_ids(e) for e in examples]

@@ -12,7 +12,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from pipeline.evaluate.critic import CATEGORIES
+from pipeline.sample import CATEGORIES, Discrepancy
 
 
 class EditNotApplicable(Exception):
@@ -20,12 +20,10 @@ class EditNotApplicable(Exception):
 
 
 @dataclass(frozen=True)
-class EditLabel:
-    category: str  # one of CATEGORIES[task]
-    severity: int  # 1 minor, 2 medium, 3 severe
-    location: str
-    description: str
-    edit: str  # the edit's name, for statistics
+class EditLabel(Discrepancy):
+    """The discrepancy a targeted edit made, known exactly, and which edit made it."""
+
+    edit: str = ""  # the edit's name, for statistics
 
     def to_dict(self) -> dict:
         return asdict(self)

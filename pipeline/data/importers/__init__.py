@@ -32,33 +32,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.records import png_bytes, write_json, write_parquet
+from pipeline.data.importers.items import SourceItem, Unreadable
 from pipeline.sample import TASK_KINDS
 
 REPORT_FILE = "import_report.json"
 FAILURES_FILE = "failures.jsonl"
 DEFAULT_MAX_SIDE = 1024  # reference images are shrunk to fit this (the paper's RM input bound)
-
-
-@dataclass
-class SourceItem:
-    """One reference from a source layout. `image` None = the layout has code only (it gets rendered)."""
-
-    id: str  # stable within the source: a file stem, a line number, an annotation id
-    where: str  # for a person: file (and line) it came from
-    task: Optional[str]
-    code: Optional[str]
-    image: Optional[np.ndarray] = None
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class Unreadable:
-    """A row the format could not turn into an item; listed in failures.jsonl, never silently skipped."""
-
-    id: str
-    where: str
-    reason: str
-    detail: str = ""
 
 
 @dataclass
@@ -114,7 +93,7 @@ def import_dataset(fmt: str, src: Path | str, out_dir: Path | str, *, split: str
     report files. `task` overrides / supplies the task where the layout does not say it; `source_split` picks
     one split of a saved DatasetDict (hf-disk; default: all)."""
     from pipeline.data.importers.formats import read_source
-    from pipeline.evaluate.chart_metrics import TRACE_FIELD, encode_trace, is_trace
+    from pipeline.metrics.chart import TRACE_FIELD, encode_trace, is_trace
     from pipeline.tasks import get_task
 
     if task is not None and task not in TASK_KINDS:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 from PIL import Image
 
-from pipeline.data.importers import SourceItem, Unreadable
+from pipeline.data.importers.items import SourceItem, Unreadable
 
 Yielded = Union[SourceItem, Unreadable]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

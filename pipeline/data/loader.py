@@ -15,8 +15,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
-from pipeline.evaluate.chart_metrics import reference_trace
+from pipeline.metrics.chart import reference_trace
 from pipeline.sample import REFERENCE_TRACE, TASK_KINDS, Sample
+from pipeline.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ def structured_messages(prompt: list[dict[str, Any]], where: str) -> list[dict[s
     if images != 1:
         raise RecordFormatError(f"{where}: prompt must reference exactly one image, found {images}")
     return messages
+
+
+def policy_messages(kind: str) -> list[dict]:
+    """The user turn exactly as the rollout sees it (dataset row → loader → Sample.messages)."""
+    return structured_messages(get_task(kind).verl_prompt(), f"warm-start/{kind}")
 
 
 def parse_row(row: dict[str, Any], where: str) -> Prompt:

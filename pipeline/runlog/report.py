@@ -1,6 +1,6 @@
 """A run's report from its local files, without wandb.
 
-    python -m pipeline.report RUN_DIR [-o OUT.html] [--png OUT.png]
+    python -m pipeline.runlog.report RUN_DIR [-o OUT.html] [--png OUT.png]
 
 
 Reads what the Tracker leaves in RUN_DIR (metrics.jsonl, samples/step_*.jsonl + PNGs, run.json) and writes one
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-log = logging.getLogger("pipeline.report")
+log = logging.getLogger("pipeline.runlog.report")
 
 CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")  # Debian: the binary, then its wrapper
 SECTION_TITLES = ("Reward", "Render failures", "Judgement failures", "Training", "Throughput", "Samples")
@@ -485,7 +485,7 @@ def screenshot(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.runlog.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (run.output_dir/run.name)")
     parser.add_argument("-o", "--output", type=Path, help="HTML file (default: RUN_DIR/report.html)")
     parser.add_argument("--png", type=Path, help="also write a full-page screenshot here (Chromium)")

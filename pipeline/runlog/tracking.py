@@ -3,7 +3,7 @@
 wandb runs offline by default (no account; files under <run_dir>/wandb, `wandb sync` uploads them later),
 online when the user sets `logging.wandb.mode=online`, or not at all with `disabled`.
 
-What a run leaves in <run_dir>, with or without wandb (read by `python -m pipeline.report RUN_DIR`):
+What a run leaves in <run_dir>, with or without wandb (read by `python -m pipeline.runlog.report RUN_DIR`):
     run.json                      run name, git commit, start time, the resolved config
     metrics.jsonl                 one {"step", "time", metric: value, ...} line per log call
     samples/step_000003.jsonl     the sample rows of the step's table (best / worst / random per task) ...
@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from pipeline.config import Config, ConfigError, config_to_dict
+from pipeline.config import Config, config_to_dict
+from pipeline.schema import ConfigError
 from pipeline.sample import Sample
 
 log = logging.getLogger("pipeline")

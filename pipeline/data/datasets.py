@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from pipeline.cache import build_once
-from pipeline.config import DatasetConfig
-from pipeline.dataloader import Prompt, load_prompts
+from pipeline.data.config import DatasetConfig
+from pipeline.data.loader import Prompt, load_prompts
 
 log = logging.getLogger(__name__)
 SYNTH_VERSION = 4  # bump when the generators change what a seed produces (2: chart rows carry their trace;

@@ -15,8 +15,8 @@ from transformers import GenerationConfig
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-from pipeline.config import TinyModelConfig
-from pipeline.models import tokenizer as tok
+from pipeline.models.config import TinyModelConfig
+from pipeline.tiny import tokenizer as tok
 from pipeline.models.processor import Qwen3VLImageOnlyProcessor
 
 
@@ -95,7 +95,7 @@ def build_tiny_qwen3_vl(cfg: TinyModelConfig, out_dir: Path, corpus: Callable[[]
         top_p=1.0,
     )
     if cfg.warm_start.steps:
-        from pipeline.models.warm_start import warm_start
+        from pipeline.tiny.warm_start import warm_start
 
         warm_start(model, processor, cfg.warm_start, seed=cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)

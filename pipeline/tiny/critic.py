@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.config import ModelConfig, ModelsConfig, TinyCriticTrainConfig
+from pipeline.models.config import ModelConfig, ModelsConfig, TinyCriticTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,11 @@ TINY_CRITIC_RECIPE_VERSION = 1
 _WEIGHT_FILES = ("model.safetensors", "config.json", "generation_config.json")
 
 
-def train_tiny_critic(train: TinyCriticTrainConfig, model_dir: Path, cache_dir: str | Path,
+def train_tiny_critic(train: TinyCriticTrainConfig, model_dir: Path, cache_dir: str | Path, policy: Path,
                       progress: bool = True) -> dict:
-    from pipeline.critic.data_builder import CriticDataConfig, build_critic_dataset
+    """Fine-tune the random tiny critic in `model_dir` in place; `policy` is the built tiny policy whose
+    natural errors join the data."""
+    from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
     from pipeline.critic.training.config import CriticTrainConfig, DeepSpeedSettings
     from pipeline.critic.training.launch import train_local
 
@@ -42,8 +44,9 @@ def train_tiny_critic(train: TinyCriticTrainConfig, model_dir: Path, cache_dir: 
     data_cfg = CriticDataConfig(split="critic-train", seed=train.seed, edits_per_task=train.edits_per_task,
                                 clean_per_task=train.clean_per_task, natural_per_task=train.natural_per_task,
                                 limits=limits)
-    # Natural errors come from the embedded default's tiny policy (built in the same cache if missing).
-    manifest = build_critic_dataset(data_cfg, build / "data", ModelsConfig(cache_dir=str(cache_dir)),
+    # Natural errors come from the embedded default's tiny policy (built by the caller in the same cache).
+    models = ModelsConfig(cache_dir=str(cache_dir), policy=ModelConfig(path=str(policy)))
+    manifest = build_critic_dataset(data_cfg, build / "data", models,
                                     progress=progress)
     data_s = time.perf_counter() - start
     sft = CriticTrainConfig(

@@ -84,7 +84,7 @@ class CriticLabeler:
     """A critic backend as teacher: its valid judgements are the labels; invalid ones are failures."""
 
     def __init__(self, cfg: TeacherConfig):
-        from pipeline.config import ModelConfig
+        from pipeline.models.config import ModelConfig
         from pipeline.critic.backends import make_backend
         from pipeline.critic.config import RewardConfig
 

@@ -1,7 +1,7 @@
 """ChartMimic-style low-level chart scores of a policy's chart: text, layout, chart-type and colour F1 between
 the trace of its rendering and the reference chart's trace, plus their mean (`chart_low_level`, the
 ChartMimic low-level score). The traces themselves are made inside the render sandbox
-(`RenderRequest(trace=True)` → `RenderResult.trace`, see pipeline/evaluate/chart_trace.py); the reference's
+(`RenderRequest(trace=True)` → `RenderResult.trace`, see pipeline/render/trace.py); the reference's
 is stored with each synthetic chart row (`extra_info.chart_trace`, JSON) so evaluation never re-runs
 reference code for datasets that carry it.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from pipeline.evaluate.chart_trace import InvalidTrace, chart_trace_metrics, validate_trace
+from pipeline.render.trace import InvalidTrace, chart_trace_metrics, validate_trace
 
 CHART_F1_KEYS = ("text_f1", "layout_f1", "type_f1", "color_f1")
 CHART_SCORE_KEYS = (*CHART_F1_KEYS, "chart_low_level")

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from pipeline.groups import GroupAssembler
+from pipeline.loop.groups import GroupAssembler
 from pipeline.sample import Sample
 
 RolloutFn = Callable[[list[Sample]], list[Sample]]  # prompts → n responses each

@@ -1,4 +1,4 @@
-"""Build a critic SFT set (`pipeline/critic/dataset.py` format) from the project's own data engine.
+"""Build a critic SFT set (`pipeline/critic/training/dataset.py` format) from the project's own data engine.
 
 Three sources, each counted in the manifest:
   edit     targeted edits of synthetic reference programs (`pipeline/data/pairs.py`): 1–3 visible errors per
@@ -27,10 +27,11 @@ from typing import Literal, Optional
 from pydantic import Field
 from tqdm import tqdm
 
-from pipeline.config import ModelsConfig
-from pipeline.critic.config import AnswerFormat, JudgementLimits, resolve_format
-from pipeline.critic.dataset import make_row, write_dataset
-from pipeline.critic.teachers import TeacherConfig, TeacherItem, TeacherFailure, make_teacher
+from pipeline.models.config import ModelsConfig
+from pipeline.critic.config import AnswerFormat, resolve_format
+from pipeline.sample import JudgementLimits
+from pipeline.critic.training.dataset import make_row, write_dataset
+from pipeline.critic.training.teachers import TeacherConfig, TeacherItem, TeacherFailure, make_teacher
 from pipeline.data.config import DataConfig
 from pipeline.schema import Strict
 
@@ -115,7 +116,7 @@ def clean_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[d
 
 def _natural_reference(cfg: CriticDataConfig, task: str, index: int) -> tuple[str, str]:
     from pipeline.data.generators import generate_program, item_rng
-    from pipeline.models.warm_start import compact_program
+    from pipeline.tiny.warm_start import compact_program
 
     kind = cfg.natural_references if cfg.natural_references != "both" else ("compact", "synth")[index % 2]
     if kind == "compact":
@@ -127,8 +128,8 @@ def natural_rows(cfg: CriticDataConfig, task: str, models: ModelsConfig, teacher
                  ) -> tuple[list[dict], dict]:
     """Policy rollouts on fresh references, rendered and labelled by the teacher, until `natural_per_task`
     rows exist or a bounded number of prompts was tried."""
-    from pipeline.config import SamplingConfig
-    from pipeline.models.warm_start import policy_messages
+    from pipeline.rollout.config import SamplingConfig
+    from pipeline.tiny.warm_start import policy_messages
     from pipeline.rollout.hf import HFRollout
     from pipeline.sample import Sample
     from pipeline.tasks import get_task

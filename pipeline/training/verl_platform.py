@@ -7,7 +7,7 @@ engine. This module registers a "cpu" platform with verl's registry:
 
 * selected with `VERL_PLATFORM=cpu`, or auto-detected when no NVIDIA / ROCm / NPU device is present;
 * loaded by verl through the `verl.plugins` entry point of this package, or `VERL_USE_EXTERNAL_MODULES=
-  pipeline.verl_platform`, or simply by importing this module before verl's engine modules are imported.
+  pipeline.training.verl_platform`, or simply by importing this module before verl's engine modules are imported.
 
 `prepare_process_for_verl_cpu(rank, world_size, ...)` readies one training process (a Ray trainer actor, a test)
 for verl's `TrainingWorker`: it sets the env vars verl's `Worker` reads, forces this platform, registers verl's
@@ -56,7 +56,7 @@ def _build_cpu_device_module() -> types.ModuleType:
     (`synchronize`, `current_device`, `device_count`, `Stream`, `Event`), so this module re-exports `torch.cpu`
     and adds the rest with their CPU meaning: host memory from psutil, the global CPU RNG, no-ops for caches.
     """
-    module = types.ModuleType("pipeline.verl_platform.cpu_device")
+    module = types.ModuleType("pipeline.training.verl_platform.cpu_device")
     for name in dir(torch.cpu):
         if not name.startswith("__"):
             setattr(module, name, getattr(torch.cpu, name))

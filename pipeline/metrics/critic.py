@@ -23,34 +23,14 @@ from typing import Any, Callable, Iterable, Literal, Optional, Protocol
 
 import numpy as np
 
-# The paper's categories per task (Visual-ERM / VC-RewardBench), without the "_error" suffix the model writes.
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "chart": ("structure", "data", "text", "style"),
-    "table": ("layout", "text", "numeric"),
-    "svg": ("structure", "shape", "style", "text_symbol"),
-}
+from pipeline.sample import CATEGORIES, Discrepancy
+
 Counting = Literal["strict", "official"]
 MatchLevel = Literal["full", "partial"]
 
 
 class RecordError(ValueError):
     """A malformed benchmark record or critic output; the message says which field."""
-
-
-@dataclass(frozen=True)
-class Discrepancy:
-    category: str  # one of CATEGORIES[task], or "invalid:<raw>" for a category outside the task's set
-    severity: int  # 1 minor, 2 medium, 3 severe; 0 if the critic gave none we can read
-    location: str = ""
-    description: str = ""
-
-    @property
-    def valid(self) -> bool:
-        return not self.category.startswith("invalid:")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"category": self.category, "severity": self.severity, "location": self.location,
-                "description": self.description}
 
 
 def normalize_category(raw: Any, task: str) -> str:

@@ -8,17 +8,17 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.evaluate.chart_metrics import CHART_SCORE_KEYS, chart_scores, failed_chart_scores, is_trace
-from pipeline.evaluate.image_metrics import image_metrics
-from pipeline.evaluate.table_metrics import teds
+from pipeline.metrics.chart import CHART_SCORE_KEYS, chart_scores, failed_chart_scores, is_trace
+from pipeline.metrics.image import image_metrics
+from pipeline.metrics.table import teds
 from pipeline.render.result import RenderRequest
-from pipeline.config import RevisionConfig
+from pipeline.revision import RevisionConfig
 from pipeline.revision import RevisionRun, revise
 from pipeline.sample import REFERENCE_TRACE, Sample
 from pipeline.tasks import get_task
 
 
-# Sample.extra key of the rendering's chart trace (pipeline/evaluate/chart_trace.py); the reference's,
+# Sample.extra key of the rendering's chart trace (pipeline/render/trace.py); the reference's,
 # REFERENCE_TRACE, comes from the dataset row's extra_info.chart_trace when the data loader carries it.
 RENDER_TRACE = "render_trace"
 

@@ -1,6 +1,6 @@
 """python -m pipeline.critic data --out DIR [--config CRITIC_DATA.yaml] [options] [key.path=value ...]
 
-Builds a critic SFT set (format: pipeline/critic/dataset.py) from targeted edits, clean pairs and the
+Builds a critic SFT set (format: pipeline/critic/training/dataset.py) from targeted edits, clean pairs and the
 policy's natural errors. The YAML (and the overrides) follow `CriticDataConfig` (data_builder.py), e.g.
 
     python -m pipeline.critic data --out data/critic-train edits_per_task=500 natural_per_task=200
@@ -35,29 +35,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="CriticDataConfig overrides, key.path=value")
     args = ap.parse_intermixed_args(argv)
 
-    from pipeline.config import ModelConfig, ModelsConfig, load_model_config
-    from pipeline.critic.data_builder import CriticDataConfig, build_critic_dataset
-    from pipeline.critic.dataset import CriticDataError
-    from pipeline.critic.teachers import TeacherConfig
+    from pipeline.models.config import ModelConfig, ModelsConfig
+    from pipeline.schema import load_section
+    from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
+    from pipeline.critic.training.dataset import CriticDataError
+    from pipeline.critic.training.teachers import TeacherConfig
 
     overrides = list(args.overrides)
     try:
         if args.teacher_config:
-            teacher = load_model_config(TeacherConfig, args.teacher_config)
+            teacher = load_section(TeacherConfig, args.teacher_config)
             overrides += [f"teacher.kind={teacher.kind}", f"teacher.reward={json.dumps(teacher.reward)}",
                           f"teacher.model_path={json.dumps(teacher.model_path)}"]
         if args.teacher:
             overrides.append(f"teacher.kind={args.teacher}")
-        cfg = load_model_config(CriticDataConfig, args.config, overrides)
+        cfg = load_section(CriticDataConfig, args.config, overrides)
     except (ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    from pipeline.tiny import ensure_model, ensure_models
+
     models = ModelsConfig()
+    if cfg.teacher.kind == "critic" and not cfg.teacher.model_path \
+            and (cfg.teacher.reward or {}).get("backend", "hf") in ("hf", "vllm"):  # the default critic: tiny
+        cfg.teacher.model_path = str(ensure_model(ModelConfig(), args.models_cache or models.cache_dir))
     if args.policy != "tiny":
         models = models.model_copy(update={"policy": ModelConfig(path=args.policy)})
     if args.models_cache:
         models = models.model_copy(update={"cache_dir": args.models_cache})
     try:
+        if cfg.natural_per_task:
+            models = ensure_models(models, reward=False)
         manifest = build_critic_dataset(cfg, args.out, models, progress=not args.no_progress)
     except (CriticDataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
