@@ -29,6 +29,9 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.runlog.layout import RunLayout  # noqa: E402
 
 
 def _run(run_dir: Path, overrides: list[str], timeout_s: float) -> float:
@@ -42,12 +45,12 @@ def _run(run_dir: Path, overrides: list[str], timeout_s: float) -> float:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines = RunLayout(run_dir).metrics.read_text().splitlines()
     return [r for r in map(json.loads, lines) if "train/version" in r]
 
 
 def _order(run_dir: Path) -> dict[int, list[str]]:
-    return {r["step"]: r["prompts"] for r in map(json.loads, (run_dir / "data_order.jsonl").read_text().splitlines())}
+    return {r["step"]: r["prompts"] for r in map(json.loads, RunLayout(run_dir).data_order.read_text().splitlines())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         clean_dir, chaos_dir = Path(tmp) / "fault-free", Path(tmp) / "chaos"
         clean_s = _run(clean_dir, common, args.timeout_s)
         chaos_s = _run(chaos_dir, common + chaos, args.timeout_s)
-        faults = json.loads((chaos_dir / "faults.json").read_text())
+        faults = json.loads(RunLayout(chaos_dir).faults.read_text())
         records = _records(chaos_dir)
         excluded = Counter()
         for r in records:

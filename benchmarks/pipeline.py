@@ -75,6 +75,7 @@ REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "pipeline" / "main.py"
 sys.path.insert(0, str(REPO))  # pipeline.critic: the local chat endpoint and the judgement categories
 
+from pipeline.runlog.layout import RunLayout
 from pipeline.critic.testing import ChatServer  # noqa: E402
 
 # The workload both modes run. Sized so the two halves of the loop are comparable on a 2-core CPU box: the
@@ -220,7 +221,7 @@ def run_mode(name: str, staleness: int, args, output_dir: Path, round_index: int
             sampler.stop()
     if returncode != 0:
         sys.exit(f"{run_name} failed (exit {returncode}), log: {log_path}\n{log_path.read_text()[-4000:]}")
-    records = [json.loads(line) for line in (output_dir / run_name / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in RunLayout(output_dir / run_name).metrics.read_text().splitlines()]
     steps = [r for r in records if "perf/step_s" in r]
     if len(steps) != args.steps:
         sys.exit(f"{run_name}: {len(steps)} step records, expected {args.steps}")

@@ -23,6 +23,7 @@ if __package__ in (None, ""):
     # models, ...) would shadow top-level modules of the same name. Put the repository root there instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from pipeline.runlog.layout import RunLayout
 from pipeline.config import REPO_ROOT, Config, config_to_dict, load_config
 from pipeline.schema import ConfigError
 from pipeline.shutdown import StopSignals  # noqa: E402
@@ -308,7 +309,7 @@ def run(cfg: Config) -> int:
         survived = {**_fault_counts(faults, rollout_pool, render_pool, reward_pool),
                     "chaos/kills": chaos.counts(), "samples/drawn": drawn["samples"],
                     "samples/unconsumed_at_end": stream.samples_in_flight}
-        (run_dir / "faults.json").write_text(json.dumps(survived, indent=2, sort_keys=True))
+        RunLayout(run_dir).faults.write_text(json.dumps(survived, indent=2, sort_keys=True))
         log.info("faults survived: %s", " ".join(f"{k}={v}" for k, v in survived.items()))
         exit_code = 1 if failure is not None else stop.exit_code
     except ResourceError as e:
@@ -340,7 +341,7 @@ def run(cfg: Config) -> int:
 def _record_data_order(run_dir: Path, step: int, version: int, groups: list) -> None:
     """<run_dir>/data_order.jsonl: which prompts each update trained on (a rewound or resumed step appears
     again; its last line is the one the final policy saw). Resume and fault tests compare it with the loader."""
-    with (run_dir / "data_order.jsonl").open("a") as f:
+    with RunLayout(run_dir).data_order.open("a") as f:
         f.write(json.dumps({"step": step, "version": version,
                             "prompts": sorted(g[0].prompt_id for g in groups)}) + "\n")
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from pipeline.runlog.layout import RunLayout
 from pipeline.config import Config, load_config
 from pipeline.schema import ConfigError
 from pipeline.schema import Strict
@@ -121,7 +122,7 @@ def run_arms(cfg: AblationConfig, progress: bool = True) -> dict[str, Any]:
 def eval_curve(run_dir: str | Path) -> dict[int, dict[str, float]]:
     """{updates done: eval metrics} from a run's metrics.jsonl (the eval records carry `eval/updates`)."""
     out: dict[int, dict[str, float]] = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+    for line in RunLayout(Path(run_dir)).metrics.read_text().splitlines():
         record = json.loads(line)
         if "eval/updates" in record:
             out[int(record["eval/updates"])] = {k: v for k, v in record.items() if k.startswith("eval/")}

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pipeline.runlog.layout import RunLayout
+
 log = logging.getLogger("pipeline.runlog.report")
 
 CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")  # Debian: the binary, then its wrapper
@@ -82,7 +84,7 @@ def _read_jsonl(path: Path, what: str) -> tuple[list[dict[str, Any]], int]:
 
 def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = RunLayout(run_dir).metrics
     if not metrics_path.is_file():
         raise FileNotFoundError(
             f"{metrics_path} not found: is {run_dir} a run directory (run.output_dir/run.name)?"
@@ -108,7 +110,7 @@ def load_run(run_dir: Path) -> RunData:
             }
         )
     samples = []
-    samples_dir = run_dir / "samples"
+    samples_dir = RunLayout(run_dir).samples
     for path in sorted(samples_dir.glob("step_*.jsonl")):
         rows, bad = _read_jsonl(path, "sample")
         skipped += bad
@@ -117,9 +119,9 @@ def load_run(run_dir: Path) -> RunData:
                 row[key] = samples_dir / row[key] if isinstance(row.get(key), str) else None
             samples.append(row)
     info = {}
-    if (run_dir / "run.json").is_file():
+    if RunLayout(run_dir).run_info.is_file():
         try:
-            info = json.loads((run_dir / "run.json").read_text())
+            info = json.loads(RunLayout(run_dir).run_info.read_text())
         except json.JSONDecodeError:
             log.warning("%s: malformed run.json ignored", run_dir)
     return RunData(run_dir, dict(steps), good_records, samples, info, skipped)
@@ -500,7 +502,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.output or args.run_dir / "report.html"
+    out = args.output or RunLayout(args.run_dir).report
     out.write_text(build_html(run, args.gallery), encoding="utf-8")
     print(f"report: {out} ({out.stat().st_size / 1024:.0f} KiB)")
     if args.png:

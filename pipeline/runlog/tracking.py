@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pipeline.runlog.layout import RunLayout
+from pipeline.runlog.wandb_env import has_wandb_credentials
 from pipeline.config import Config, config_to_dict
 from pipeline.schema import ConfigError
 from pipeline.sample import Sample
@@ -68,13 +70,6 @@ def git_commit(repo: Path) -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
-
-
-def _has_wandb_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
 # --------------------------------------------------------------------------------------------- sample rows
@@ -250,12 +245,12 @@ class Tracker:
         # A plain-JSON copy of every logged scalar and of the table rows, readable without wandb (reports).
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
-        self.samples_dir = run_dir / "samples"
-        self.metrics_path = run_dir / "metrics.jsonl"
+        self.samples_dir = RunLayout(run_dir).samples
+        self.metrics_path = RunLayout(run_dir).metrics
         self._metrics_file = self.metrics_path.open("a", encoding="utf-8")
         config = config_to_dict(cfg)
         config["git_commit"] = commit
-        (run_dir / "run.json").write_text(
+        RunLayout(run_dir).run_info.write_text(
             json.dumps(
                 {"name": cfg.run.name, "git_commit": commit, "started": time.time(), "config": config},
                 default=str,
@@ -265,7 +260,7 @@ class Tracker:
         wb = cfg.logging.wandb
         if wb.mode == "disabled":
             return
-        if wb.mode == "online" and not _has_wandb_credentials():
+        if wb.mode == "online" and not has_wandb_credentials():
             # wandb would otherwise stop and wait for an interactive login, which a Ray job never answers.
             raise ConfigError(
                 "logging.wandb.mode=online needs credentials: set WANDB_API_KEY or run `wandb login`, "
@@ -276,7 +271,7 @@ class Tracker:
             # (~/.local/share/wandb by default) until `wandb sync`: keep them with the run; the run dir alone
             # holds everything (a pod's home is gone when the job ends). Set per run: one process may log
             # several runs in turn; a user's own WANDB_DATA_DIR is kept.
-            os.environ["WANDB_DATA_DIR"] = str(run_dir / "wandb" / "data")
+            os.environ["WANDB_DATA_DIR"] = str(RunLayout(run_dir).wandb_data)
         import wandb
 
         self.run = wandb.init(

@@ -38,7 +38,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-CHECKPOINTS_DIR = "checkpoints"
+from pipeline.runlog.layout import RunLayout
+
+CHECKPOINTS_DIR = RunLayout(Path(".")).checkpoints.name
 LATEST_FILE = "latest"
 META_FILE = "meta.json"
 POLICY_DIR = "policy"
@@ -53,7 +55,7 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoints_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINTS_DIR
+    return RunLayout(Path(run_dir)).checkpoints
 
 
 def step_dir(run_dir: str | Path, step: int) -> Path:

@@ -44,6 +44,7 @@ from pipeline.critic.training.dataset import CriticDataError, CriticExample, ans
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
+from pipeline.runlog.wandb_env import has_wandb_credentials
 from pipeline.tiny.warm_start import collate
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,7 @@ class _Metrics:
         self.run = None
         if cfg.wandb.mode == "disabled":
             return
-        from pipeline.runlog.tracking import _has_wandb_credentials
-
-        if cfg.wandb.mode == "online" and not _has_wandb_credentials():
+        if cfg.wandb.mode == "online" and not has_wandb_credentials():
             raise RuntimeError("wandb.mode=online needs WANDB_API_KEY (or `wandb login`); or use offline")
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_DATA_DIR", str(cfg.out / "wandb" / "data"))
