@@ -8,7 +8,8 @@ Labels have exactly the critic's answer shape, `[{"category", "severity", "locat
 the task's categories (`pipeline.critic.schema.CATEGORIES`), and the edit engine's wording and severity rules
 (`pipeline.data.edits`) for the same kind of change, so that the evaluation's word-overlap matcher can pair a
 teacher label with an edit label. One module per task kind, each with `diff(reference_code, candidate_code)`:
-  chart — the matplotlib program's AST, interpreted without executing it (`chart.py`);
+  chart — the matplotlib program's AST, interpreted without executing it (`chart.py`; the interpreter,
+          the figure model and the differ are `chart_interpreter.py`, `chart_figure.py`, `chart_diff.py`);
   table — HTML or Markdown parsed into a span-aware cell grid (`table.py`);
   svg   — the XML element tree, DOCTYPE and entities refused (`svg.py`).
 

@@ -361,6 +361,7 @@ def _color(value: str | None) -> str:
         v = "#" + "".join(ch * 2 for ch in v[1:])
     if re.fullmatch(r"[a-z]+", v) and v not in ("none", "currentcolor", "transparent", "inherit"):
         try:
+            # matplotlib is a heavy optional dependency: only its colour parser, and only for a named colour
             from matplotlib.colors import to_hex
 
             return to_hex(v)
