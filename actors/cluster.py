@@ -14,7 +14,7 @@ import ray
 from pipeline.config import RayConfig
 from pipeline.placement import NODE_GROUP_LABEL, ActorRequest, NodeGroup, plan
 
-__all__ = ["ActorRequest", "ResourceError", "check_fits", "connect", "live_node_groups", "wait_ready"]
+__all__ = ["ActorRequest", "ResourceError", "check_fits", "connect", "live_node_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def connect(cfg: RayConfig) -> str:
     """
     if ray.is_initialized():
         return "already connected"
-    common = dict(log_to_driver=True, logging_level=logging.WARNING)
+    common = {"log_to_driver": True, "logging_level": logging.WARNING}
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         ray.init(address=address, **common)
@@ -82,13 +82,3 @@ def check_fits(requests: list[ActorRequest], groups: list[NodeGroup] | None = No
             + "\nLower the replica counts / per-replica resources in the config, or add nodes."
         )
 
-
-def wait_ready(handles: list, what: str, timeout_s: float) -> None:
-    """Block until every actor answered `ready()`, or fail naming the group that did not come up."""
-    try:
-        ray.get([h.ready.remote() for h in handles], timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise ResourceError(
-            f"{what}: {len(handles)} actor(s) not ready after {timeout_s:g} s "
-            "(resources taken by another job, or a slow model load: raise ray.actor_start_timeout_s)"
-        ) from None

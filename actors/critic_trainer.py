@@ -24,7 +24,8 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline.critic.training.config import CriticTrainConfig
-from pipeline.critic.training.sft import check_manifest, free_port, train_rank
+from pipeline.critic.training.sft import check_manifest, train_rank
+from pipeline.distributed import free_port
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
+from actors.pool import ActorSlots
+from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.render import RENDER_KINDS, make_renderer
 from pipeline.render.config import RenderConfig
 from pipeline.render.result import RenderFailure, RenderRequest, RenderResult
@@ -38,8 +40,6 @@ CALL_SLACK_S = 30.0
 # back CRASHED; the default of RenderPool(max_resends=...). Bounded, so a request that somehow kills every actor
 # it lands on cannot loop forever.
 MAX_RESENDS = 2
-# Errors that mean the actor (process, node) is gone or unreachable, not that the code failed.
-ACTOR_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError)
 
 
 @ray.remote
@@ -62,7 +62,6 @@ class RenderWorker:
         self._executor = ThreadPoolExecutor(max_workers=len(renderers), thread_name_prefix="render")
         self._inflight = asyncio.Semaphore(config.max_inflight_per_actor)
         self.layers = {kind: dict(r.layers) for kind, r in zip(specs, renderers)}
-        self.served = 0
 
     def ready(self) -> dict[str, dict[str, str]]:
         """Sandbox layers active per kind (also proves the actor started)."""
@@ -83,14 +82,7 @@ class RenderWorker:
                 log.exception("renderer raised")
                 return RenderResult.fail(RenderFailure.CRASHED, f"renderer raised {type(e).__name__}: {e}")
             finally:
-                self.served += 1
                 queue.put_nowait(renderer)
-
-    async def render_batch(self, requests: list[RenderRequest]) -> list[RenderResult]:
-        return list(await asyncio.gather(*(self.render(r) for r in requests)))
-
-    def stats(self) -> dict[str, int]:
-        return {"served": self.served}
 
     def close(self) -> None:
         for renderer in self._renderers:
@@ -99,8 +91,6 @@ class RenderWorker:
 
 def _node_group_selector(config) -> dict[str, str]:
     """Ray label selector of the render pool's KubeRay worker group (render.node_group), {} = any node."""
-    from pipeline.placement import NODE_GROUP_LABEL
-
     group = getattr(config, "node_group", None)  # RenderPoolConfig has it; a bare RenderConfig does not
     return {NODE_GROUP_LABEL: group} if group else {}
 
@@ -108,24 +98,31 @@ def _node_group_selector(config) -> dict[str, str]:
 class RenderPool:
     """Driver-side handle over `num_actors` RenderWorker actors with bounded in-flight requests.
 
-    Thread-safe: `self._lock` guards the actor slots and the counters; the rest of a `map` call's state is its
-    own. An actor is replaced only by the caller that still finds the failed handle in its slot, so a late
-    failure report about an actor that was already replaced never kills the replacement.
+    Thread-safe: `self._lock` (the slots' lock) guards the actor slots and the counters; the rest of a `map`
+    call's state is its own. An actor is replaced only by the caller that still finds the failed handle in a
+    slot, so a late failure report about an actor that was already replaced never kills the replacement.
     """
 
     def __init__(self, config: RenderConfig | None = None, num_actors: int = 1, cpus_per_actor: int = 1,
                  start_timeout_s: float = 180.0, max_resends: int = MAX_RESENDS):
         self.config = config or RenderConfig()
-        self.num_actors, self.cpus_per_actor = num_actors, cpus_per_actor
-        self.start_timeout_s = start_timeout_s
+        self.cpus_per_actor = cpus_per_actor
         self.max_resends = max(0, int(max_resends))
-        self._lock = threading.Lock()
-        self.replacements = 0  # actors replaced because they died or hung
         self.resent = 0  # requests sent again after their actor died or hung
-        self.actors = [self._new_actor() for _ in range(num_actors)]
-        self.layers = ray.get([a.ready.remote() for a in self.actors], timeout=start_timeout_s)[0]
         self._next = 0
         self._async_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._actors = ActorSlots("render actor", lambda _serial: self._new_actor(), num_actors, start_timeout_s)
+        self._lock = self._actors.lock
+        self.layers = self._actors.ready_answers[0]
+
+    @property
+    def actors(self) -> list:
+        return self._actors.handles
+
+    @property
+    def replacements(self) -> int:
+        """Actors replaced because they died or hung."""
+        return self._actors.replacements
 
     def _new_actor(self):
         return RenderWorker.options(
@@ -151,40 +148,26 @@ class RenderPool:
         with self._lock:
             return self.actors[slot]
 
-    def _swap_actor(self, slot: int, failed, reason: str):
-        """Kill `failed` and put a new actor in its slot, if the slot still holds `failed` (by identity).
-        Returns the new handle, or None when someone already replaced it (or the pool was closed)."""
-        with self._lock:
-            if slot >= len(self.actors) or self.actors[slot] != failed:
-                return None
-            _quietly("killing a failed render actor", ray.kill, failed, no_restart=True)  # it may be dead
-            new = self._new_actor()
-            self.actors[slot] = new
-            self.replacements += 1
-            count = self.replacements
-        log.warning("render actor %d %s; replaced it (%d replacement(s) so far)", slot, reason, count)
-        return new
+    def _swap_actor(self, failed, reason: str):
+        """A successor in `failed`'s slot, unless someone replaced it already (None); it may still be starting.
+        No budget: a request is resent at most `max_resends` times, whatever the actors do."""
+        successor = self._actors.replace(failed)
+        if successor is None:
+            return None
+        log.warning("render actor %d %s; replaced it (%d replacement(s) so far)", successor.index, reason,
+                    self.replacements)
+        return successor.handle
 
-    def _replace_actor(self, slot: int, failed, reason: str) -> bool:
-        """Replace `failed` (see `_swap_actor`) and wait for the replacement to start. True if replaced here."""
-        new = self._swap_actor(slot, failed, reason)
-        if new is None:
-            return False
-        try:
-            ray.get(new.ready.remote(), timeout=self.start_timeout_s)
-        except Exception as e:  # noqa: BLE001 - requests sent to it will fail, be resent, and finally CRASHED
-            log.error("replacement render actor %d did not start: %s: %s", slot, type(e).__name__, e)
-        return True
+    # One that does not start is only logged: requests sent to it fail, are resent, and finally come back CRASHED.
+    def _replace_actor(self, failed, reason: str) -> None:
+        new = self._swap_actor(failed, reason)
+        if new is not None:
+            self._actors.started(new)
 
-    async def _replace_actor_async(self, slot: int, failed, reason: str) -> bool:
-        new = self._swap_actor(slot, failed, reason)
-        if new is None:
-            return False
-        try:
-            await asyncio.wait_for(new.ready.remote(), timeout=self.start_timeout_s)
-        except Exception as e:  # noqa: BLE001
-            log.error("replacement render actor %d did not start: %s: %s", slot, type(e).__name__, e)
-        return True
+    async def _replace_actor_async(self, failed, reason: str) -> None:
+        new = self._swap_actor(failed, reason)
+        if new is not None:
+            await self._actors.started_async(new)
 
     def _resend_or_crash(self, attempts: int, why: str) -> RenderResult | None:
         """After an infrastructure failure on attempt `attempts`: None = send it again, else the final result."""
@@ -228,8 +211,8 @@ class RenderPool:
                 per_actor[call.slot] -= 1
                 try:
                     results[call.index] = ray.get(ref, timeout=10)
-                except ACTOR_ERRORS as e:
-                    self._replace_actor(call.slot, call.handle, f"died ({type(e).__name__})")
+                except RayActorError as e:  # the actor (process, node) is gone, not the code's fault
+                    self._replace_actor(call.handle, f"died ({type(e).__name__})")
                     self._after_infra_failure(call.index, attempts, pending, results,
                                               f"render actor died ({type(e).__name__})")
                 except Exception as e:  # noqa: BLE001 - never lose a sample
@@ -237,16 +220,16 @@ class RenderPool:
                         RenderFailure.CRASHED, f"render call failed: {type(e).__name__}: {e}")
             # Hung actors: the handles (by identity) holding a request past its deadline, from a fresh view.
             now = time.monotonic()
-            hung = {call.handle: call.slot for call in outstanding.values() if now > call.deadline}
-            for handle, slot in hung.items():
+            hung = {call.handle for call in outstanding.values() if now > call.deadline}
+            for handle in hung:
                 for ref, call in list(outstanding.items()):  # this actor's requests only
                     if call.handle != handle:
                         continue
                     outstanding.pop(ref)
                     per_actor[call.slot] -= 1
-                    _quietly("cancelling a render call", ray.cancel, ref, force=False)
+                    _cancel(ref)
                     self._after_infra_failure(call.index, attempts, pending, results, "render actor timed out")
-                self._replace_actor(slot, handle, "hung (no answer before its deadline)")
+                self._replace_actor(handle, "hung (no answer before its deadline)")
         return results  # type: ignore[return-value]
 
     def _after_infra_failure(self, i: int, attempts: list[int], pending: list[int],
@@ -256,9 +239,6 @@ class RenderPool:
             pending.append(i)
         else:
             results[i] = final
-
-    def render(self, request: RenderRequest) -> RenderResult:
-        return self.map([request])[0]
 
     # -------------------------------------------------------------------------------------------- async
     async def render_async(self, request: RenderRequest) -> RenderResult:
@@ -285,12 +265,12 @@ class RenderPool:
             try:
                 return await asyncio.wait_for(ref, timeout=self._deadline_s(request))
             except asyncio.TimeoutError:
-                _quietly("cancelling a render call", ray.cancel, ref, force=False)
+                _cancel(ref)
                 why = "render actor timed out"
-                await self._replace_actor_async(slot, handle, "hung (no answer before its deadline)")
-            except ACTOR_ERRORS as e:
+                await self._replace_actor_async(handle, "hung (no answer before its deadline)")
+            except RayActorError as e:
                 why = f"render actor died ({type(e).__name__})"
-                await self._replace_actor_async(slot, handle, f"died ({type(e).__name__})")
+                await self._replace_actor_async(handle, f"died ({type(e).__name__})")
             except Exception as e:  # noqa: BLE001 - never lose a sample
                 return RenderResult.fail(RenderFailure.CRASHED, f"render call failed: {type(e).__name__}: {e}")
             final = self._resend_or_crash(attempts, why)
@@ -298,19 +278,15 @@ class RenderPool:
                 return final
 
     def close(self) -> None:
-        with self._lock:
-            actors, self.actors = self.actors, []
-        for actor in actors:
-            _quietly("closing a render actor", lambda a=actor: ray.get(a.close.remote(), timeout=30))
-            _quietly("killing a render actor", ray.kill, actor)
+        self._actors.shutdown(close=lambda actor: ray.get(actor.close.remote(), timeout=30))
 
 
-def _quietly(what: str, fn, *args, **kwargs) -> None:
-    """Best-effort cleanup call (kill, cancel, close): the target may already be gone."""
+def _cancel(ref) -> None:
+    """Best effort: the actor that holds the call may already be gone."""
     try:
-        fn(*args, **kwargs)
+        ray.cancel(ref, force=False)
     except Exception as e:  # noqa: BLE001
-        log.debug("%s failed: %s: %s", what, type(e).__name__, e)
+        log.debug("cancelling a render call failed: %s: %s", type(e).__name__, e)
 
 
 @dataclass

@@ -11,7 +11,6 @@ exhausts its attempts gives its samples an explicit `reward:unavailable` failure
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +18,12 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from pipeline.models.config import ModelsConfig
-from pipeline.placement import NODE_GROUP_LABEL
+from actors.pool import ActorSlots, ReplacementBudgetSpent
 from pipeline.critic.batcher import MicroBatcher
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.scorer import RewardScorer
+from pipeline.models.config import ModelsConfig
+from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.rewards.compose import Partial, RewardFunction, infrastructure_failure
 from pipeline.sample import Sample
 
@@ -86,75 +86,66 @@ class _Chunk:
 
 
 class RewardPool:
-    """Driver-side client of the reward replicas. Thread-safe: several threads may call `score` at once."""
+    """Driver-side client of the reward replicas. Thread-safe: several threads may call `score` at once.
+
+    A replica's id is its spawn number (0, 1, ... then its replacements'): ids are never reused, so a late
+    answer or failure report about a replaced replica never touches its successor.
+    """
 
     def __init__(self, cfg: RewardConfig, models: ModelsConfig, start_timeout_s: float = 120.0):
         self.cfg = cfg
         self.models = models
-        self.start_timeout_s = start_timeout_s
-        self._lock = threading.RLock()
-        self._next_id = 0
-        self.replicas: dict[int, Any] = {}  # replica id → actor handle
         self.in_flight: dict[int, int] = {}  # replica id → chunks in flight
-        self.replacements = 0
         self.retried_chunks = 0
         self.dead_engines = 0  # replicas replaced because their engine died inside a live process
         self.function = RewardFunction(cfg)
-        for _ in range(cfg.actors.replicas):
-            self._spawn()
-        self._wait_ready(list(self.replicas))
+        self._actors = ActorSlots("reward replica", self._new_replica, cfg.actors.replicas, start_timeout_s,
+                                  max_replacements=cfg.actors.max_replacements)
+        self._lock = self._actors.lock  # one lock for the replicas and the counters
 
     # -- replicas -----------------------------------------------------------------------------------------
-    def _spawn(self) -> int:
-        a = self.cfg.actors
-        rid = self._next_id
-        self._next_id += 1
-        selector = {NODE_GROUP_LABEL: a.node_group} if a.node_group else {}
-        handle = RewardReplica.options(num_cpus=a.num_cpus, num_gpus=a.num_gpus, label_selector=selector,
-                                       name=None, max_restarts=0).remote(self.cfg, self.models, rid)
-        self.replicas[rid] = handle
-        self.in_flight[rid] = 0
-        return rid
+    @property
+    def replicas(self) -> dict[int, Any]:
+        """Replica id → actor handle, oldest first."""
+        with self._lock:
+            return dict(sorted(zip(self._actors.serials, self._actors.handles), key=lambda pair: pair[0]))
 
-    def _wait_ready(self, ids: list[int]) -> None:
-        refs = [self.replicas[i].ready.remote() for i in ids]
-        try:
-            ray.get(refs, timeout=self.start_timeout_s)
-        except GetTimeoutError:
-            raise RuntimeError(f"reward replicas {ids} not ready after {self.start_timeout_s:g} s "
-                               "(resources taken, or a slow model load)") from None
+    @property
+    def replacements(self) -> int:
+        return self._actors.replacements
+
+    def _new_replica(self, rid: int):
+        a = self.cfg.actors
+        selector = {NODE_GROUP_LABEL: a.node_group} if a.node_group else {}
+        return RewardReplica.options(num_cpus=a.num_cpus, num_gpus=a.num_gpus, label_selector=selector,
+                                     name=None, max_restarts=0).remote(self.cfg, self.models, rid)
 
     def _replace(self, rid: int, why: str) -> None:
-        """Kill replica `rid` and start a replacement (once, however many chunks noticed the failure)."""
+        """Kill replica `rid` and start a replacement (once, however many chunks noticed the failure); past
+        `reward.actors.max_replacements` the pool shrinks instead, down to no replica (chunks are then given up
+        as unavailable)."""
         with self._lock:
-            handle = self.replicas.pop(rid, None)
+            handle = self.replicas.get(rid)
             if handle is None:
                 return  # already replaced
             self.in_flight.pop(rid, None)
-            new = None
-            if self.replacements < self.cfg.actors.max_replacements:
-                self.replacements += 1
-                new = self._spawn()
-        log.warning("reward replica %d failed (%s): %s", rid, why,
-                    f"replaced by {new}" if new is not None else "replacement budget spent")
-        try:
-            ray.kill(handle, no_restart=True)
-        except Exception:  # already dead
-            pass
-        if new is not None:
             try:
-                self._wait_ready([new])
-            except (RuntimeError, RayActorError) as e:
-                log.error("replacement reward replica %d did not start: %s", new, e)
-                with self._lock:
-                    self.replicas.pop(new, None)
-                    self.in_flight.pop(new, None)
+                successor = self._actors.replace(handle)
+            except ReplacementBudgetSpent:
+                self._actors.retire(handle)
+                successor = None
+        log.warning("reward replica %d failed (%s): %s", rid, why,
+                    f"replaced by {successor.serial}" if successor else "replacement budget spent")
+        if successor is not None and not self._actors.started(successor.handle):
+            with self._lock:
+                self._actors.retire(successor.handle)
+                self.in_flight.pop(successor.serial, None)
 
     def _pick(self) -> int | None:
         with self._lock:
             if not self.replicas:
                 return None
-            return min(self.replicas, key=lambda r: (self.in_flight[r], r))
+            return min(self.replicas, key=lambda r: (self.in_flight.get(r, 0), r))
 
     def check_health(self, timeout_s: float | None = None) -> dict[int, bool]:
         """Ping every replica; replace those that are dead or do not answer in time."""
@@ -184,7 +175,7 @@ class RewardPool:
             handle = self.replicas.get(rid)
             if handle is None:
                 return self._send(chunk)
-            self.in_flight[rid] += 1
+            self.in_flight[rid] = self.in_flight.get(rid, 0) + 1
         chunk.attempts += 1
         chunk.replica = rid
         chunk.sent_at = time.monotonic()
@@ -236,7 +227,7 @@ class RewardPool:
                     self._replace(chunk.replica, f"{type(e).__name__}")
                     send_or_fail(chunk, "replica died")
                     continue
-                except Exception as e:  # the replica's scorer raised: try elsewhere
+                except Exception as e:  # noqa: BLE001 - the replica's scorer raised: try elsewhere
                     log.warning("reward chunk failed on replica %d: %s", chunk.replica, str(e)[:300])
                     send_or_fail(chunk, f"error {type(e).__name__}")
                     continue
@@ -279,11 +270,4 @@ class RewardPool:
         return ray.get([h.stats.remote() for h in handles], timeout=timeout_s)
 
     def shutdown(self) -> None:
-        with self._lock:
-            handles = list(self.replicas.values())
-            self.replicas.clear()
-        for h in handles:
-            try:
-                ray.kill(h, no_restart=True)
-            except Exception:
-                pass
+        self._actors.shutdown()

@@ -4,16 +4,16 @@ driver-side `RolloutPool` that replaces a worker that dies or hangs and re-issue
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from pipeline.rollout.config import RolloutConfig
+from actors.pool import ActorSlots, ReplacementBudgetSpent, wait_ready
 from pipeline.models.config import ModelsConfig
 from pipeline.rollout import make_rollout
+from pipeline.rollout.config import RolloutConfig
 from pipeline.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -79,30 +79,28 @@ class RolloutPool:
 
     def __init__(self, models: ModelsConfig, rollout: RolloutConfig, seed: int, start_timeout_s: float,
                  options: dict | None = None):
-        self.models, self.cfg, self.seed, self.start_timeout_s = models, rollout, seed, start_timeout_s
+        self.models, self.cfg, self.seed = models, rollout, seed
         self.options = options or {}
-        self._lock = threading.Lock()
         self._weights: tuple[Any, int] | None = None  # (state-dict ObjectRef, version) the workers serve
-        self.replacements = 0
         self.reissued = 0
-        self._spawned = 0
-        self.workers = [self._spawn() for _ in range(rollout.replicas)]
-        self._wait_ready(self.workers)
+        self._actors = ActorSlots("rollout worker", self._spawn, rollout.replicas, start_timeout_s,
+                                  max_replacements=rollout.max_replacements)
+        self._lock = self._actors.lock  # one lock for the slots, the weights and the counters
+
+    @property
+    def workers(self) -> list:
+        return self._actors.handles
+
+    @property
+    def replacements(self) -> int:
+        return self._actors.replacements
 
     def __len__(self) -> int:
         return len(self.workers)
 
-    def _spawn(self):
-        seed = self.seed + self._spawned  # replacements draw fresh randomness, not a replay of the dead worker's
-        self._spawned += 1
-        return RolloutWorker.options(**self.options).remote(self.models, self.cfg, seed=seed)
-
-    def _wait_ready(self, handles: list) -> None:
-        try:
-            ray.get([h.ready.remote() for h in handles], timeout=self.start_timeout_s)
-        except GetTimeoutError:
-            raise RuntimeError(f"rollout worker(s) not ready after {self.start_timeout_s:g} s (resources taken, "
-                               "or a slow model load): ray.actor_start_timeout_s") from None
+    def _spawn(self, serial: int):
+        # seed + serial: replacements draw fresh randomness, not a replay of the dead worker's
+        return RolloutWorker.options(**self.options).remote(self.models, self.cfg, seed=self.seed + serial)
 
     # -- calls --------------------------------------------------------------------------------------------
     def generate(self, index: int, prompts: list[Sample], n: int | None = None, greedy: bool = False
@@ -158,37 +156,30 @@ class RolloutPool:
     # -- replacement --------------------------------------------------------------------------------------
     def _replace(self, dead, why: str) -> None:
         with self._lock:
-            if dead not in self.workers:
+            index = self._actors.index(dead)
+            if index is None:
                 return  # another caller replaced it already
-            index = self.workers.index(dead)
-            if self.replacements >= self.cfg.max_replacements:
-                raise RolloutError(f"rollout worker {index} {why}; the replacement budget "
-                                   f"(rollout.max_replacements={self.cfg.max_replacements}) is spent")
-            if self.cfg.weight_sync == "nccl":
+            if self.cfg.weight_sync == "nccl":  # an NCCL group cannot take a new member
                 raise RolloutError(f"rollout worker {index} {why}; a worker of a NCCL weight group cannot be "
                                    "replaced within the run (restart the run: trainer.resume=true)")
-            self.replacements += 1
             weights = self._weights
+
+            def serve(new) -> None:  # the policy version every other worker serves, before any prompt
+                wait_ready([new], self._actors.what, self._actors.start_timeout_s)
+                if weights is not None:
+                    ray.get(new.load_weights.remote(*weights), timeout=self.cfg.timeout_s)
+
             try:
-                ray.kill(dead, no_restart=True)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
-            new = self._spawn()
-            self._wait_ready([new])
-            if weights is not None:  # serve the policy version every other worker serves, before any prompt
-                ray.get(new.load_weights.remote(*weights), timeout=self.cfg.timeout_s)
-            self.workers[index] = new
-        log.warning("rollout worker %d %s: replaced (policy version %s; %d replacement(s) so far)", index, why,
-                    weights[1] if weights else 0, self.replacements)
+                successor = self._actors.replace(dead, prepare=serve)
+            except ReplacementBudgetSpent as e:
+                raise RolloutError(f"rollout worker {e.index} {why}; the replacement budget "
+                                   f"(rollout.max_replacements={self.cfg.max_replacements}) is spent") from None
+        if successor is not None:
+            log.warning("rollout worker %d %s: replaced (policy version %s; %d replacement(s) so far)",
+                        successor.index, why, weights[1] if weights else 0, self.replacements)
 
     def shutdown(self) -> None:
-        with self._lock:
-            handles, self.workers = list(self.workers), []
-        for h in handles:
-            try:
-                ray.kill(h, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+        self._actors.shutdown()
 
 
 class RolloutError(RuntimeError):

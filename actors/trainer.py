@@ -4,7 +4,7 @@ The ranks form one torch.distributed group (gloo on CPU through our verl CPU pla
 verl's FSDP2 `TrainingWorker` in lock-step; all the work is `pipeline.training.rank.RankTrainer`. The driver
 holds a `TrainerGroup` and calls:
 
-    trainer = TrainerGroup.from_config(config)           # or TrainerGroup(cfg.trainer, model_path, group_size)
+    trainer = TrainerGroup(cfg.trainer, model_path, group_size)
     meta = trainer.resume(run_dir)                       # None on a fresh run; else meta["extra"] = your state
     metrics = trainer.update(groups)                     # list[list[Sample]], scored; version += 1
     trainer.sync_weights(rollout_workers)                # object store: ray.put once, every worker load_weights
@@ -23,12 +23,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from transformers import AutoConfig
 
+from pipeline.distributed import free_port
+from pipeline.models import load_processor
 from pipeline.placement import NODE_GROUP_LABEL
 from pipeline.training import checkpoint
 from pipeline.training.batch import GRPORollout, build_grpo_batch, shard_for_rank
@@ -59,8 +62,6 @@ class TrainerRank:
 
     def rendezvous_address(self) -> tuple[str, int]:
         """Rank 0 hosts the process group's store: this node's address and a port free on it."""
-        from pipeline.training.verl_platform import free_port
-
         address = ray.util.get_node_ip_address()
         return address, free_port(address)
 
@@ -117,10 +118,6 @@ class TrainerGroup:
         Ray) or "nccl" (rank 0 broadcasts into the rollout's vLLM engines, sent as `weight_dtype`, the
         rollout model's dtype).
         """
-        from transformers import AutoConfig
-
-        from pipeline.models import load_processor
-
         if weight_sync not in ("object_store", "nccl"):
             raise ValueError(f"unknown weight_sync {weight_sync!r} (object_store, nccl)")
         if weight_sync == "nccl" and cfg.num_gpus_per_rank <= 0:
@@ -434,12 +431,6 @@ class TrainerGroup:
         return None if latest is None else self.load_checkpoint(latest)
 
     # -----------------------------------------------------------------------------------------------------
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.shutdown()
-
     def shutdown(self, graceful: bool = True) -> None:
         """Tear the group down (idempotent). Ranks close their process group, then the actors are killed."""
         ranks, self.ranks = getattr(self, "ranks", []), []

@@ -1,11 +1,13 @@
-"""Ray bring-up: a request no node can satisfy fails at once, naming the group and the resource."""
+"""Ray bring-up: a request no node can satisfy fails at once, naming the group and the resource; an actor that
+never starts is reported, naming its group; a pool replaces a failed actor once, by identity, within its budget."""
 
 import os
 
 import pytest
 import ray
 
-from actors.cluster import ActorRequest, ResourceError, check_fits, connect, live_node_groups, wait_ready
+from actors.cluster import ActorRequest, ResourceError, check_fits, connect, live_node_groups
+from actors.pool import ActorSlots, ActorStartError, ReplacementBudgetSpent, wait_ready
 from pipeline.config import RayConfig
 
 
@@ -83,6 +85,32 @@ def test_actor_that_never_starts_is_reported(local_ray):
             return True
 
     handle = Slow.remote()
-    with pytest.raises(ResourceError, match="slowpoke: 1 actor"):
+    with pytest.raises(ActorStartError, match="slowpoke: 1 actor"):
         wait_ready([handle], "slowpoke", timeout_s=1.0)
     ray.kill(handle)
+
+
+def test_a_pool_replaces_a_failed_actor_once_by_identity_within_its_budget(local_ray):
+    @ray.remote(num_cpus=0)
+    class Member:
+        def __init__(self, serial):
+            self.serial = serial
+
+        def ready(self):
+            return self.serial
+
+    pool = ActorSlots("member", Member.remote, 2, start_timeout_s=60, max_replacements=1)
+    try:
+        assert pool.ready_answers == [0, 1]
+        dead, alive = pool.live()
+        successor = pool.replace(dead)
+        assert (successor.index, successor.serial) == (0, 2) and pool.live() == [successor.handle, alive]
+        assert pool.replace(dead) is None  # a second caller that noticed the same failure replaces nothing
+        assert pool.started(successor.handle)
+        with pytest.raises(ReplacementBudgetSpent):
+            pool.replace(alive)
+        assert pool.replacements == 1 and pool.live() == [successor.handle, alive]  # the slot keeps it
+        assert pool.retire(alive) and pool.live() == [successor.handle] and pool.serials == [2]
+    finally:
+        pool.shutdown()
+    assert pool.live() == []
