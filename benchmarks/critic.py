@@ -48,12 +48,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.evaluate.benchmark import evaluate_critic, make_predictor
+from pipeline.evaluate.benchmark import evaluate_critic, make_predictor  # noqa: E402
+from pipeline.sample import TASK_KINDS  # noqa: E402
 from pipeline.evaluate.config import CriticEvalConfig, CriticSource
 
 CRITICS = ("untrained", "trained", "trivial", "pixel", "structural")
 SETS = ("edit", "natural", "clean")
-TASKS = ("chart", "table", "svg")
+TASKS = TASK_KINDS
 
 
 def build_sets(n: int, natural: int, out: Path, need_train: bool, cache_dir: str, progress: bool

@@ -25,7 +25,7 @@ import ray
 
 from actors.reward import RewardPool
 from pipeline.models.config import ModelsConfig
-from pipeline.critic.scorer import prepare_models
+from pipeline.tiny import ensure_models
 from pipeline.critic.testing import random_samples, tiny_reward_config
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     cache = os.environ.get("REWARD_BENCH_CACHE") or tempfile.mkdtemp(prefix="reward-bench-")
-    models = prepare_models(ModelsConfig(cache_dir=cache))
+    models = ensure_models(ModelsConfig(cache_dir=cache), policy=False)
     ray.init(address="local", num_cpus=max(args.replicas), include_dashboard=False, log_to_driver=False)
     rows = []
     try:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # those below, never one above. (docs/architecture.md draws the same floors.)
 LAYERS: list[tuple[str, ...]] = [
     # the ground: config building blocks, the Sample record and its vocabulary, run logging's leaves
-    ("pipeline", "pipeline.schema", "pipeline.sample", "pipeline.cache", "pipeline.console", "pipeline.shutdown",
+    ("pipeline", "pipeline.schema", "pipeline.sample", "pipeline.cache", "pipeline.console", "pipeline.shutdown", "pipeline.distributed",
      "pipeline.runlog.config", "pipeline.runlog.layout", "pipeline.runlog.wandb_env"),
     ("pipeline.render",),
     ("pipeline.metrics",),
@@ -37,10 +37,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("pipeline.experiments",),  # runs the driver once per arm and seed
 ]
 # The command-line entry points sit above everything (they wire the house together, Ray included).
-ENTRY_POINTS = ("pipeline.main", "*.__main__", "*.cli", "*_cli")
+# pipeline.report and pipeline.wandb_offline: the `python -m` names users know, kept as thin shims of runlog/.
+ENTRY_POINTS = ("pipeline.main", "*.__main__", "*.cli", "*_cli", "pipeline.report", "pipeline.wandb_offline")
 RAY_ALLOWED = ENTRY_POINTS
 # A function-local import is for a heavy optional dependency (or a module only some paths need, which keeps
-# a light process light), and says so in a comment on its line or the line above.
+# a light process light), and says so in a comment on its line or heading its group of import lines.
 HEAVY_OPTIONAL = {"torch", "vllm", "deepspeed", "playwright", "transformers", "verl", "ray", "wandb", "xgrammar",
                   "cairosvg", "matplotlib", "skimage", "table_recognition_metric", "openai", "httpx"}
 
@@ -98,7 +99,7 @@ def read_graph(root: Path, packages: tuple[str, ...] = ("pipeline", "actors")) -
                 names = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in modules else stem for a in node.names]
             else:
                 continue
-            commented = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
+            commented = "#" in lines[node.lineno - 1] or _comment_above(lines, node.lineno)
             for name in names:
                 if name.split(".")[0] in packages:
                     target = resolve(name)
@@ -108,6 +109,14 @@ def read_graph(root: Path, packages: tuple[str, ...] = ("pipeline", "actors")) -
                     graph.external.append(Edge(mod, name.split(".")[0], node.lineno, id(node) in local,
                                                commented))
     return graph
+
+
+def _comment_above(lines: list[str], lineno: int) -> bool:
+    """A comment heads the group of import lines this one belongs to."""
+    j = lineno - 2
+    while j >= 0 and lines[j].strip().startswith(("import ", "from ")):
+        j -= 1
+    return j >= 0 and lines[j].strip().startswith("#")
 
 
 def is_entry_point(mod: str) -> bool:

@@ -17,7 +17,7 @@ from pipeline.critic.backends.hf import PresencePenalty
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.schema import json_schema
 from pipeline.sample import CATEGORIES
-from pipeline.critic.scorer import RewardScorer, prepare_models
+from pipeline.critic.scorer import RewardScorer
 from pipeline.critic.testing import random_samples, tiny_reward_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def rm_models(models_cfg):
-    return prepare_models(models_cfg)
+    return models_cfg
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.tables import generate_table_spec, table_to_html, table_to_markdown
 from pipeline.metrics.critic import evaluate_predictions
-from pipeline.tiny.warm_start import compact_program
+from pipeline.data.compact import compact_program
 
 TASKS = ("chart", "table", "svg")
 PAIRS_PER_TASK = 40

@@ -66,9 +66,9 @@ def critic_set(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def base_dir(model_cache) -> Path:
     """The tiny critic, built here once (the ranks find it in the cache instead of racing to build it)."""
-    from pipeline.models import resolve_model_path
+    from pipeline.tiny import ensure_model
 
-    return resolve_model_path(CriticTrainConfig.model_fields["model"].default, model_cache)
+    return ensure_model(CriticTrainConfig.model_fields["model"].default, model_cache)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,14 @@ def ray_session(base_dir):
 
 def make_cfg(data: Path, out: Path, cache: Path, *overrides: str) -> CriticTrainConfig:
     limits = [f"limits.{k}={v}" for k, v in TINY_LIMITS.items()]
-    return load_train_config(None, [f"data={data}", f"output_dir={out}", f"cache_dir={cache}", *limits,
-                                    "wandb.mode=disabled", "lr=1e-2", "micro_batch_size=1", "num_cpus_per_rank=1",
-                                    f"timeout_s={TIMEOUT_S}", *overrides])
+    cfg = load_train_config(None, [f"data={data}", f"output_dir={out}", f"cache_dir={cache}", *limits,
+                                   "wandb.mode=disabled", "lr=1e-2", "micro_batch_size=1", "num_cpus_per_rank=1",
+                                   f"timeout_s={TIMEOUT_S}", *overrides])
+    if cfg.model.path == "tiny":  # built once, as the CLI does before any rank starts (pipeline.tiny)
+        from pipeline.tiny import ensure_model
+
+        cfg.model = cfg.model.model_copy(update={"path": str(ensure_model(cfg.model, cfg.cache_dir))})
+    return cfg
 
 
 def state_dict(path: Path) -> dict:
@@ -208,7 +213,7 @@ def test_sft_lowers_the_loss_and_final_serves_valid_answers(tmp_path, critic_set
               "max_new_tokens": max(worst_case_tokens(t, LIMITS) for t in ("chart", "table", "svg"))}
     reward_cfg = tiny_reward_config(tasks={t: {"sampling": greedy} for t in ("chart", "table", "svg")},
                                     max_image_side=cfg.max_image_side)
-    backend = HFBackend(reward_cfg, ModelConfig(path=str(final)), str(model_cache))
+    backend = HFBackend(reward_cfg, ModelConfig(path=str(final)))
     assert backend.processor.tokenizer.eos_token_id in backend.eos_ids  # what training ended answers with
     examples = read_examples(critic_set, LIMITS)
     examples = [next(e for e in examples if e.task == t) for t in ("chart", "table", "svg")]

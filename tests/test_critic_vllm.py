@@ -18,7 +18,7 @@ def test_missing_vllm_is_a_clear_backend_unavailable(models_cfg):
     from pipeline.critic.backends import make_backend
 
     with pytest.raises(BackendUnavailable, match="GPU-only optional extra"):
-        make_backend(RewardConfig(backend="vllm"), models_cfg.reward, models_cfg.cache_dir)
+        make_backend(RewardConfig(backend="vllm"), models_cfg.reward)
 
 
 @pytest.mark.skipif(not HAVE_VLLM, reason=WHY or "vLLM not installed")
@@ -27,11 +27,11 @@ def test_vllm_backend_gives_schema_valid_judgements(models_cfg):
 
     if not torch.cuda.is_available():
         pytest.skip("vLLM is installed but no GPU is visible")
-    from pipeline.critic.scorer import RewardScorer, prepare_models
+    from pipeline.critic.scorer import RewardScorer
 
     cfg = tiny_reward_config(backend="vllm", vllm={"gpu_memory_utilization": 0.2, "max_model_len": 2048,
                                                    "enforce_eager": True})
-    scorer = RewardScorer(cfg, prepare_models(models_cfg))
+    scorer = RewardScorer(cfg, models_cfg)
     try:
         samples = random_samples(30, seed=21)
         stats = scorer.score(samples)
@@ -98,21 +98,19 @@ def test_async_engine_is_built_and_served_on_its_own_loop_with_varying_seeds(mod
     from PIL import Image
 
     from pipeline.critic.backends.vllm import VLLMBackend
-    from pipeline.models import resolve_model_path
+    from pipeline.models import model_dir
     from pipeline.rollout.vllm import vllm_model_dir
 
     _fake_vllm(monkeypatch)
     _FakeAsyncLLM.instances.clear()
-    backend = VLLMBackend(RewardConfig(backend="vllm", vllm={"engine": "async"}), models_cfg.reward,
-                          models_cfg.cache_dir)
+    backend = VLLMBackend(RewardConfig(backend="vllm", vllm={"engine": "async"}), models_cfg.reward)
     try:
         [engine] = _FakeAsyncLLM.instances
         # Built inside the backend's loop thread, not the caller's (which has no running loop).
         assert engine.loop is backend.loop and engine.thread is backend.thread
         assert engine.thread is not threading.current_thread()
         # The model directory vLLM gets is the rollout's view (stock processor class), no video profiled.
-        assert engine.args["model"] == str(vllm_model_dir(resolve_model_path(models_cfg.reward,
-                                                                             models_cfg.cache_dir)))
+        assert engine.args["model"] == str(vllm_model_dir(model_dir(models_cfg.reward)))
         assert engine.args["limit_mm_per_prompt"] == {"image": 2, "video": 0}
 
         pair = (Image.new("RGB", (32, 32), "white"), Image.new("RGB", (32, 32), "black"))

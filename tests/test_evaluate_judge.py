@@ -111,7 +111,7 @@ def test_tiny_hf_judge_answers_always_parse(models_cfg):
     from pipeline.critic.backends import make_backend
     from pipeline.critic.testing import tiny_reward_config
 
-    backend = make_backend(tiny_reward_config(), models_cfg.reward, models_cfg.cache_dir)
+    backend = make_backend(tiny_reward_config(), models_cfg.reward)
     try:
         judge = text_judge(backend, max_new_tokens=48, batch_size=16)
         words = ["bar", "line", "title", "legend", "axis", "tick", "colour", "marker", "label", "value", "grid",
@@ -136,9 +136,7 @@ def test_official_matcher_through_the_tiny_hf_judge(models_cfg):
     from pipeline.evaluate.config import CriticEvalConfig
     from pipeline.metrics.critic import OfficialMatcher
 
-    from pipeline.models import resolve_model_path
-
-    path = str(resolve_model_path(models_cfg.reward, models_cfg.cache_dir))  # the session's random tiny critic
+    path = models_cfg.reward.path  # the session's random tiny critic, built by the fixture
     cfg = CriticEvalConfig.model_validate({"matcher": {"judge": {"model_path": path, "align_tokens_per_error": 40,
                                                                  "reward": {"backend": "hf", "hf": {"num_threads": 1}}}}})
     matcher = make_matcher(cfg)
@@ -171,7 +169,7 @@ def test_vllm_judge_answers_parse(models_cfg):
 
     cfg = tiny_reward_config(backend="vllm", vllm={"gpu_memory_utilization": 0.2, "max_model_len": 2048,
                                                    "enforce_eager": True})
-    backend = make_backend(cfg, models_cfg.reward, models_cfg.cache_dir)
+    backend = make_backend(cfg, models_cfg.reward)
     try:
         pred = parse_discrepancies([e("data", "bar 2 is too high")], "chart")
         raw = text_judge(backend)([LLMJudgeMatcher.prompt("chart", pred[0], pred[0])] * 8)

@@ -69,14 +69,11 @@ def _rollout_cfg(**kw) -> RolloutConfig:
 def test_a_dead_rollout_worker_is_replaced_synced_and_its_prompts_reissued(ray_local, models_cfg):
     import torch
 
-    from pipeline.models import resolve_model_path
-
-    resolve_model_path(models_cfg.policy, models_cfg.cache_dir)  # built here, not in the workers
     pool = RolloutPool(models_cfg, _rollout_cfg(replicas=2), seed=0, start_timeout_s=300)
     try:
         from transformers import AutoModelForImageTextToText
 
-        path = resolve_model_path(models_cfg.policy, models_cfg.cache_dir)
+        path = models_cfg.policy.path  # built by the fixture, not in the workers
         state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
                  for k, v in AutoModelForImageTextToText.from_pretrained(path).state_dict().items()}
         trainer = _PublishedWeights(state, version=3)

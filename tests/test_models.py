@@ -10,15 +10,10 @@ import torch
 from PIL import Image
 
 from pipeline.models.config import ModelConfig, TinyModelConfig
-from pipeline.models import (
-    code_corpus,
-    load_model,
-    load_model_and_processor,
-    load_processor,
-    resolve_model_path,
-    tiny_cache_key,
-)
+from pipeline.models import load_model, load_model_and_processor, load_processor, model_dir
+from pipeline.tiny import ensure_model, tiny_cache_key
 from pipeline.tiny import tokenizer as tok
+from pipeline.tiny.corpus import code_corpus
 
 
 def _image(seed=0, h=96, w=128):
@@ -33,12 +28,12 @@ def _messages(text="Write the code for this chart."):
 def test_build_is_fast_cached_and_keyed_by_config(tmp_path):
     cfg = ModelConfig()
     t0 = time.perf_counter()
-    first = resolve_model_path(cfg, tmp_path)
+    first = ensure_model(cfg, tmp_path)
     build_s = time.perf_counter() - t0
     assert (first / "config.json").is_file() and (first / "model.safetensors").is_file()
     assert build_s < 30, f"tiny build took {build_s:.1f} s"
     stamp = (first / "model.safetensors").stat().st_mtime_ns
-    assert resolve_model_path(cfg, tmp_path) == first  # cached: no rebuild
+    assert ensure_model(cfg, tmp_path) == first  # cached: no rebuild
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     other = ModelConfig(tiny=TinyModelConfig(seed=5))
     assert tiny_cache_key(other) != tiny_cache_key(cfg)
@@ -95,15 +90,22 @@ def test_generate_on_an_image_never_samples_vision_tokens(policy_dir):
 def test_checkpoint_directory_loads_through_the_same_function(policy_dir):
     # A real checkpoint (Qwen3-VL-8B, Visual-ERM) is just a directory: `path:` takes it unchanged.
     cfg = ModelConfig(path=str(policy_dir))
-    assert resolve_model_path(cfg, "/nonexistent-cache") == policy_dir
-    model, processor = load_model_and_processor(cfg, "/nonexistent-cache")
+    assert ensure_model(cfg, "/nonexistent-cache") == policy_dir == model_dir(cfg)
+    model, processor = load_model_and_processor(cfg)
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
     assert processor.image_token_id == model.config.image_token_id
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloaded"):
-        resolve_model_path(ModelConfig(path=str(tmp_path / "Qwen3-VL-8B")), tmp_path)
+        ensure_model(ModelConfig(path=str(tmp_path / "Qwen3-VL-8B")), tmp_path)
+
+
+def test_loading_never_builds(tmp_path):
+    """`path: tiny` reaches a loader only after an entry point built it; a loader refuses, it does not build."""
+    with pytest.raises(ValueError, match="ensure_models"):
+        load_model_and_processor(ModelConfig())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_torchvision_anywhere(policy_dir):
@@ -124,7 +126,7 @@ def _state_dict(model_dir):
 
 def _render_rate(model_dir, examples, max_new_tokens, seed=0):
     """Fraction of T=1 samples (one per example) whose extracted code renders, like a rollout sees them."""
-    from pipeline.tiny.warm_start import policy_messages
+    from pipeline.data.loader import policy_messages
     from pipeline.render import render
     from pipeline.tasks import get_task
 
@@ -158,7 +160,9 @@ def test_only_the_policy_is_warm_started_and_only_the_critic_trained_by_default(
 
 
 def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):
-    from pipeline.tiny.warm_start import WarmStartExample, compact_program, encode_example, fenced_response
+    from pipeline.data.compact import compact_program
+    from pipeline.tasks import fenced_response
+    from pipeline.tiny.warm_start import WarmStartExample, encode_example
 
     processor = load_processor(policy_dir)
     code = compact_program("svg", 0)
@@ -171,7 +175,8 @@ def test_warm_start_labels_cover_exactly_the_fenced_answer(policy_dir):
 
 
 def test_revision_warm_start_examples_are_revision_turns_answered_with_the_original_program(policy_dir):
-    from pipeline.tiny.warm_start import encode_example, fenced_response, render_examples, revision_examples
+    from pipeline.tasks import fenced_response
+    from pipeline.tiny.warm_start import encode_example, render_examples, revision_examples
 
     examples = render_examples(4, seed=0, split="eval", progress=False)
     made, counts = revision_examples(examples, 2, seed=0)
@@ -190,7 +195,9 @@ def test_revision_warm_start_examples_are_revision_turns_answered_with_the_origi
 
 
 def test_compact_programs_render_and_fit_the_rollout_budget(policy_dir):
-    from pipeline.tiny.warm_start import COMPACT_KINDS, compact_program, fenced_response, render_examples
+    from pipeline.data.compact import COMPACT_KINDS, compact_program
+    from pipeline.tasks import fenced_response
+    from pipeline.tiny.warm_start import render_examples
 
     examples = render_examples(3, seed=0, split="eval", progress=False)
     assert [e.kind for e in examples[:3]] == list(COMPACT_KINDS) and len(examples) == 9  # all rendered
@@ -207,7 +214,7 @@ def test_warm_started_policy_renders_some_samples_at_temperature_one(policy_dir,
 
     examples = render_examples(6, seed=0, split="eval", progress=False)
     warm = _render_rate(policy_dir, examples, max_new_tokens=96)
-    plain = _render_rate(resolve_model_path(ModelConfig(), model_cache), examples, max_new_tokens=96)
+    plain = _render_rate(ensure_model(ModelConfig(), model_cache), examples, max_new_tokens=96)
     assert warm >= 0.2, f"warm-started policy rendered {warm:.0%} of its samples"
     assert plain <= 1 / len(examples) < warm, f"random policy rendered {plain:.0%}"
 
@@ -223,16 +230,16 @@ def test_warm_start_is_deterministic_cached_and_off_at_zero_steps(tmp_path, monk
     monkeypatch.setattr(warm_start, "render_examples", functools.cache(warm_start.render_examples))
     small = ModelConfig(tiny=TinyModelConfig(warm_start=TinyWarmStartConfig(steps=3, examples_per_task=2,
                                                                              batch_size=2)))
-    first = resolve_model_path(small, tmp_path / "a")
-    second = resolve_model_path(small, tmp_path / "b")
+    first = ensure_model(small, tmp_path / "a")
+    second = ensure_model(small, tmp_path / "b")
     a, b = _state_dict(first), _state_dict(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same config → same weights
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     t0 = time.perf_counter()
-    assert resolve_model_path(small, tmp_path / "a") == first
+    assert ensure_model(small, tmp_path / "a") == first
     assert time.perf_counter() - t0 < 1.0 and (first / "model.safetensors").stat().st_mtime_ns == stamp
     # steps: 0 is the plain random model: another cache entry, the random weights the SFT started from.
-    plain = resolve_model_path(ModelConfig(), tmp_path / "a")
+    plain = ensure_model(ModelConfig(), tmp_path / "a")
     assert plain != first and tiny_cache_key(ModelConfig()) != tiny_cache_key(small)
     p = _state_dict(plain)
     changed = [k for k in a if not torch.equal(a[k], p[k])]

@@ -18,7 +18,6 @@ from pipeline.critic.testing import random_samples, tiny_reward_config
 ray = pytest.importorskip("ray")
 
 from actors.reward import RewardPool
-from pipeline.critic.scorer import prepare_models
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,7 +189,7 @@ def test_tiny_hf_reward_model_on_2_replicas(ray_local, models_cfg):
     cfg = tiny_reward_config(actors={"replicas": 2, "num_cpus": 1, "request_timeout_s": 300},
                              batching={"max_batch": 8, "max_wait_ms": 50, "chunk_size": 2},
                              hf={"max_batch_size": 8, "num_threads": 1})
-    models = prepare_models(models_cfg)  # build once here, not in each replica
+    models = models_cfg  # built once by the fixture (pipeline.tiny.ensure_models), not in each replica
     pool = RewardPool(cfg, models, start_timeout_s=180)
     try:
         samples = random_samples(24, seed=14)

@@ -53,7 +53,7 @@ def engine(models_cfg):
 def hf_model(models_cfg):
     from pipeline.models import load_model_and_processor
 
-    model, processor = load_model_and_processor(models_cfg.policy, models_cfg.cache_dir)
+    model, processor = load_model_and_processor(models_cfg.policy)
     return model.to("cuda").eval(), processor
 
 

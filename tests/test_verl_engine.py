@@ -225,7 +225,7 @@ def run_trainer_rank(
 
 
 def _free_port() -> int:
-    from pipeline.training.verl_platform import free_port
+    from pipeline.distributed import free_port
 
     return free_port()
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.rollout.weight_sync import Handshake, WeightSyncError, to_wire, weight_meta
-from pipeline.training.verl_platform import free_port
+from pipeline.distributed import free_port
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
-"""The critic (Visual-ERM): prompts and answer schemas, judgement parsing, backends (HF + xgrammar, vLLM,
-OpenAI-compatible endpoints), the scorer that turns rendered samples into rewards (`pipeline.rewards` holds
-the formulas), and the critic's own training: SFT data from the data engine (`data_builder.py`, format in
-`dataset.py`), teachers (`teachers.py`, `structural/`), DeepSpeed SFT (`training/`), baselines.
+"""The critic (Visual-ERM), in one package.
+
+Serving: prompts (`prompts.py`), the answer schema and formats (`schema.py`, `config.py`), judgement parsing
+(`judgement.py`), images (`images.py`), backends (`backends/`: HF + xgrammar, vLLM, OpenAI-compatible
+endpoints), the micro-batcher and the scorer that turns rendered samples into rewards (`pipeline.rewards` holds
+the formulas), baselines (`baselines.py`). `structural/` diffs two programs exactly: the teacher of natural
+errors and an oracle. Training (`training/`): SFT data from the data engine (`data_builder.py`, format in
+`dataset.py`, `teachers.py`) and DeepSpeed SFT (`sft.py`, `launch.py`). Serving never imports training.
 CLI: `python -m pipeline.critic {judge,data,train}`."""
 
 from pipeline.critic.config import RewardConfig

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.sample import CATEGORIES
+from pipeline.critic.structural import StructuralDiffError, structural_diff
 
 REGION_ROWS = ("top", "middle", "bottom")
 REGION_COLS = ("left", "center", "right")
@@ -176,7 +177,7 @@ class PixelCritic:
     # -- measurements --------------------------------------------------------------------------------------
     def measure(self, reference_rgb: np.ndarray, candidate_rgb: np.ndarray) -> tuple[float, str]:
         """(SSIM, name of the grid cell of largest change) of one pair."""
-        from skimage.metrics import structural_similarity
+        from skimage.metrics import structural_similarity  # heavy: scikit-image, only this path needs it
 
         a, b = _gray(reference_rgb, self.side), _gray(candidate_rgb, self.side)
         ssim = float(structural_similarity(a, b, data_range=1.0))
@@ -275,7 +276,6 @@ class StructuralCritic:
         return self
 
     def judge(self, task, reference_rgb=None, candidate_rgb=None, reference_code=None, candidate_code=None):
-        from pipeline.critic.structural import StructuralDiffError, structural_diff
 
         if not reference_code or not candidate_code:
             missing = [n for n, c in (("reference", reference_code), ("candidate", candidate_code)) if not c]

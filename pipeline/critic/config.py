@@ -33,11 +33,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
+from pipeline.sample import TaskKind
 from pipeline.sample import JudgementLimits
-from pipeline.schema import Strict, deep_merge
+from pipeline.schema import Strict, deep_merge, load_section
 
 
 class RMSamplingConfig(Strict):
@@ -127,13 +127,7 @@ def _format_file(path: str) -> AnswerFormat:
     file = Path(os.path.expanduser(path))
     if not file.is_file():
         raise ValueError(f"answer format file {file} not found (built-ins: {', '.join(FORMAT_NAMES)})")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"answer format file {file}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"answer format file {file}: expected a mapping of AnswerFormat fields")
-    return AnswerFormat.model_validate(data)
+    return load_section(AnswerFormat, file, merge_defaults=False)
 
 
 def resolve_format(spec: "str | AnswerFormat | None", task: str) -> AnswerFormat:
@@ -271,7 +265,7 @@ class TermConfig(Strict):
         "code_edit_distance", "embedding",
     ]
     weight: float = 1.0
-    tasks: list[Literal["chart", "table", "svg"]] | None = None  # None = every task the term supports
+    tasks: list[TaskKind] | None = None  # None = every task the term supports
 
 
 def _official_terms() -> list[TermConfig]:

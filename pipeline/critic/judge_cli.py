@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError

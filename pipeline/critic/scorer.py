@@ -16,7 +16,7 @@ from pipeline.critic.backends import JudgeRequest, RewardBackend, make_backend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement
 from pipeline.rewards.compose import Partial, RewardFunction, precheck
-from pipeline.sample import Sample
+from pipeline.sample import TASK_KINDS, Sample
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RewardScorer:
         return self._backend
 
     def warmup(self) -> None:
-        if any(self.function.needs_judgement(t) for t in ("chart", "table", "svg")):
+        if any(self.function.needs_judgement(t) for t in TASK_KINDS):
             _ = self.backend
 
     def measure(self, samples: list[Sample]) -> list[Partial]:

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.sample import TASK_KINDS
 from pipeline.data.config import DataConfig
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("synth", "edits"):
         p = sub.add_parser(name)
-        p.add_argument("--task", required=True, choices=["chart", "table", "svg"])
+        p.add_argument("--task", required=True, choices=TASK_KINDS)
         p.add_argument("--n", type=int, required=True)
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--seed", type=int, default=0)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("src", type=Path, help="the folder or file of the layout")
     imp.add_argument("--out", type=Path, required=True)
     imp.add_argument("--split", default="train", help="split name written into the rows and file names")
-    imp.add_argument("--task", choices=["chart", "table", "svg"], default=None,
+    imp.add_argument("--task", choices=TASK_KINDS, default=None,
                      help="task of every item where the layout does not say (jsonl, hf-disk, folder)")
     imp.add_argument("--images", type=Path, default=None, help="folder relative image paths resolve against "
                      "(default: the source's own folder)")

@@ -11,9 +11,13 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.sample import TASK_KINDS
+from pipeline.render import make_renderer
+from pipeline.tasks import get_task
+
 log = logging.getLogger(__name__)
 
-COMPACT_KINDS = ("chart", "table", "svg")
+COMPACT_KINDS = TASK_KINDS
 # Rendered at the renderers' default aspect ratios but small: the tiny processor downsizes to ≤128×128 anyway.
 RENDER_SIZE = {"chart": (160, 120), "table": (192, 192), "svg": (128, 128)}
 
@@ -86,9 +90,7 @@ def write_compact_dataset(task: str, n: int, out_dir: Path, seed: int = 0, split
     """`n` compact tasks of one kind as a verl-style parquet file (the rows `pipeline/data/synth.py` writes,
     with compact programs): reference images a tiny warm-started policy can learn to reproduce. A program
     that does not render is logged and left out; returns how many rows were written."""
-    from pipeline.data.records import png_bytes, write_parquet
-    from pipeline.render import make_renderer
-    from pipeline.tasks import get_task
+    from pipeline.data.records import png_bytes, write_parquet  # heavy: pulls in pyarrow
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from pipeline.sample import TASK_KINDS, TaskKind
 from pipeline.schema import Strict
 
 
@@ -46,7 +47,7 @@ class DatasetConfig(Strict):
     train_paths: list[str] = []  # parquet files or directories of them
     cache_dir: str = "~/.cache/visual-erm-rl/data"  # where the synthetic set is rendered once and kept
     eval_paths: list[str] = []
-    tasks: list[Literal["chart", "table", "svg"]] = ["chart", "table", "svg"]  # synthetic set only
+    tasks: list[TaskKind] = list(TASK_KINDS)  # synthetic set only
     synth_train_per_task: int = Field(16, ge=1)
     synth_eval_per_task: int = Field(2, ge=0)
     synth: DataConfig = DataConfig()

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.cache import build_once
 from pipeline.data.config import DatasetConfig
 from pipeline.data.loader import Prompt, load_prompts
+from pipeline.data.synth import synthesize
 
 log = logging.getLogger(__name__)
 SYNTH_VERSION = 4  # bump when the generators change what a seed produces (2: chart rows carry their trace;
@@ -40,7 +41,6 @@ def prepare_datasets(cfg: DatasetConfig) -> tuple[list[Prompt], list[Prompt]]:
 
 
 def synthetic_dataset(cfg: DatasetConfig) -> Path:
-    from pipeline.data.synth import synthesize
 
     key = hashlib.sha256(json.dumps({
         "v": SYNTH_VERSION, "tasks": cfg.tasks, "train": cfg.synth_train_per_task,

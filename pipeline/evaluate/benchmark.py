@@ -20,6 +20,9 @@ from pipeline.metrics.critic import (
     score_item_official, summarize, summarize_official,
 )
 from pipeline.evaluate.records import BadRecord, BenchItem, iter_bench_items
+from pipeline.critic.config import RewardConfig
+from pipeline.sample import JudgementLimits
+from pipeline.critic.baselines import CriticUnusable, make_baseline
 
 
 def import_target(target: str) -> Callable:
@@ -58,17 +61,16 @@ def make_matcher(config: CriticEvalConfig) -> Matcher | OfficialMatcher:
 
 
 def _make_reward_backend(reward: dict, model_path: str | None, what: str):
-    from pipeline.models.config import ModelConfig
-    from pipeline.critic.backends import make_backend
-    from pipeline.critic.config import RewardConfig
+    from pipeline.models.config import ModelConfig  # heavy: pulls in torch, transformers
+    from pipeline.critic.backends import make_backend  # heavy: pulls in torch, transformers
 
     try:
         reward_cfg = RewardConfig.model_validate(reward)
     except ValueError as e:
         raise ConfigError(f"{what} is not a valid reward config: {e}") from None
     if model_path is None and reward_cfg.backend in ("hf", "vllm"):  # the default critic: tiny, built here once
-        from pipeline.models.config import ModelsConfig
-        from pipeline.tiny import ensure_model
+        from pipeline.models.config import ModelsConfig  # heavy: pulls in torch, transformers
+        from pipeline.tiny import ensure_model  # heavy: pulls in tokenizers, torch, transformers
 
         model_path = str(ensure_model(ModelConfig(), ModelsConfig().cache_dir))
     return make_backend(reward_cfg, ModelConfig(path=model_path) if model_path else None)
@@ -86,7 +88,7 @@ def backend_judge(cfg: JudgeConfig):
 
 def backend_align(cfg: JudgeConfig):
     """The official matcher's judge through a reward backend: one schema-constrained text chat per item."""
-    from pipeline.critic.backends import TextRequest
+    from pipeline.critic.backends import TextRequest  # heavy: pulls in torch, transformers
 
     template = ALIGN_PROMPT
     if cfg.prompt_file:
@@ -115,7 +117,7 @@ def backend_align(cfg: JudgeConfig):
 def text_judge(backend, max_new_tokens: int = 48, batch_size: int = 64):
     """prompts → verdict answers through `backend.generate_text` under VERDICT_SCHEMA, in batches. A request
     the backend could not answer becomes None (a judge failure after retries), never an exception."""
-    from pipeline.critic.backends import TextRequest
+    from pipeline.critic.backends import TextRequest  # heavy: pulls in torch, transformers
 
     def judge(prompts: list[str]) -> list[str | None]:
         answers = []
@@ -292,7 +294,7 @@ def make_predictor(config: CriticEvalConfig) -> Predictor:
 
 def _fit_examples(path: str):
     """The training critic set's checked examples, read under the limits it was written with."""
-    from pipeline.sample import JudgementLimits
+    # heavy: pulls in torch, transformers
     from pipeline.critic.training.dataset import CriticDataError, read_examples, read_manifest
 
     try:
@@ -306,7 +308,6 @@ def baseline_predictor(kind: str, fit_data: Optional[str] = None) -> Predictor:
     """A non-learned critic (`pipeline/critic/baselines.py`) fitted on the training set at `fit_data`.
     An item the critic cannot judge (`CriticUnusable`, e.g. no programs for the structural one) is an
     unusable answer; images are decoded only for critics that look at them."""
-    from pipeline.critic.baselines import CriticUnusable, make_baseline
 
     critic = make_baseline(kind, _fit_examples(fit_data) if kind != "structural" else None)
 
@@ -333,7 +334,7 @@ def baseline_predictor(kind: str, fit_data: Optional[str] = None) -> Predictor:
 
 def _reward_backend_predictor(config: CriticEvalConfig) -> Predictor:
     """The project's reward backend (HF / vLLM / OpenAI-compatible / fingerprint) as the critic, in batches."""
-    from pipeline.critic.backends import JudgeRequest
+    from pipeline.critic.backends import JudgeRequest  # heavy: pulls in torch, transformers
 
     backend = _make_reward_backend(config.critic.reward, config.critic.model_path, "critic.reward")
     exact = config.counting == "official" and config.category_filter == "exact"

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.schema import ConfigError, Strict, load_section
+from pipeline.schema import Strict, load_section
 
 
 class CriticSource(Strict):

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
+from pipeline.sample import TASK_KINDS
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
 
 
@@ -58,7 +59,7 @@ def _vc_item(i: int, rec: Any, base: Path) -> Union[BenchItem, BadRecord]:
         return BadRecord(i, None, f"record is {type(rec).__name__}, not an object")
     rid = str(rec.get("id", rec.get("idx", i)))
     task = rec.get("category")
-    if task not in ("chart", "table", "svg"):
+    if task not in TASK_KINDS:
         return BadRecord(i, rid, f"category {task!r} is not chart/table/svg")
     if not isinstance(rec.get("human_errors", []), list):
         return BadRecord(i, rid, "human_errors is not a list")
@@ -82,7 +83,7 @@ def iter_bench_items(path: str | Path) -> Iterator[Union[BenchItem, BadRecord]]:
         for i, row in enumerate(read_rows(path)):
             info = row.get("extra_info") or {}
             images = row.get("images") or []
-            if len(images) != 2 or info.get("task") not in ("chart", "table", "svg"):
+            if len(images) != 2 or info.get("task") not in TASK_KINDS:
                 yield BadRecord(i, row.get("id"), "not a targeted-edit row (needs 2 images and extra_info.task)")
                 continue
             yield BenchItem(str(row.get("id", i)), info["task"], info.get("errors") or [],

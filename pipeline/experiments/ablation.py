@@ -27,6 +27,8 @@ from pipeline.runlog.layout import RunLayout
 from pipeline.config import Config, load_config
 from pipeline.schema import ConfigError
 from pipeline.schema import Strict
+from pipeline.schema import load_section
+from pipeline.main import run
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,6 @@ class AblationConfig(Strict):
 
 
 def load_ablation_config(path: str | Path | None, overrides: list[str]) -> AblationConfig:
-    from pipeline.schema import load_section
 
     return load_section(AblationConfig, path, overrides)
 
@@ -78,7 +79,7 @@ def arm_config(cfg: AblationConfig, arm: ArmConfig, seed: int) -> Config:
     encoder = []
     wants_encoder = any(o.startswith("reward.formula.terms=") and "embedding" in o for o in arm.overrides)
     if wants_encoder and not any(o.startswith("reward.embedding.path=") for o in [*cfg.overrides, *arm.overrides]):
-        from pipeline.tiny.model import build_tiny_encoder
+        from pipeline.tiny.model import build_tiny_encoder  # heavy: pulls in tokenizers
 
         shared = load_config(cfg.preset, cfg.overrides)
         if shared.reward.embedding.path is None:  # no encoder named anywhere: a tiny random one, built offline
@@ -91,7 +92,6 @@ def run_arms(cfg: AblationConfig, progress: bool = True) -> dict[str, Any]:
     """Train every arm × seed (skipping finished ones); returns {"runs": {arm: {seed: run_dir}}, "seconds"}."""
     from tqdm import tqdm
 
-    from pipeline.main import run
 
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
     configs = {(arm.name, seed): arm_config(cfg, arm, seed) for arm, seed in jobs}  # every config checked first
@@ -197,10 +197,10 @@ def format_table(summary: dict[str, Any], tasks: list[str]) -> str:
 
 def plot_curves(summary: dict[str, Any], tasks: list[str], path: Path) -> Path:
     """Metric vs update, one line per arm (mean over seeds, band = ± std), one panel per task × metric."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only this path needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only this path needs it
 
     panels = [(t, m, title) for t in tasks for m, title, _ in METRICS[:3]]
     cols = 3

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pipeline.sample import Sample
 
 PROBES = {"chart": ("title_only", "blank"), "table": ("text_dump", "blank"), "svg": ("raster_copy", "blank")}
 _TITLE = re.compile(r"""(?:set_title|plt\.title|suptitle)\(\s*(['"])(.*?)\1""")
@@ -68,7 +69,6 @@ def probe_code(probe: str, task: str, reference_code: str, reference_image: np.n
 def probe_samples(prompts: list, per_task: int, render: Callable[[str, str], Any]) -> list:
     """Samples (rendered, not scored) for every probe of up to `per_task` prompts per task. `render(kind,
     code)` → RenderResult. `extra["probe"]` names the probe."""
-    from pipeline.sample import Sample
 
     out = []
     for task, probes in PROBES.items():

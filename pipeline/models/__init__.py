@@ -42,7 +42,7 @@ def model_dir(model: ModelSpec | str | Path) -> Path:
 
 def load_model(path: str | Path, dtype: str = "float32") -> torch.nn.Module:
     """Any HF image-text-to-text checkpoint (Qwen3-VL family) from a local directory."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText  # heavy: transformers, only this path needs it
 
     return AutoModelForImageTextToText.from_pretrained(Path(path), dtype=getattr(torch, dtype))
 

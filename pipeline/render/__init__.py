@@ -30,12 +30,16 @@ _default_config: RenderConfig | None = None
 def make_renderer(kind: str, config: RenderConfig | None = None):
     """A new renderer for `kind` (caller owns it and must .close() it)."""
     if kind == "chart":
+        # Each renderer is loaded on first use: the zygote imports this package, and every module it holds
+        # is memory each forked child pays for.
         from pipeline.render.forkserver import ChartRenderer
         return ChartRenderer(config)
     if kind == "svg":
+        # each renderer is loaded on first use (see above)
         from pipeline.render.forkserver import SvgRenderer
         return SvgRenderer(config)
     if kind == "table":
+        # heavy: Playwright, only tables need it
         from pipeline.render.table import TableRenderer
         return TableRenderer(config)
     raise ValueError(f"unknown render kind {kind!r}; expected one of {RENDER_KINDS}")
@@ -86,7 +90,7 @@ def __getattr__(name: str):
     # RenderConfig (pydantic) is imported on first use, not with the package: the zygote imports this package
     # and every module it holds is memory each forked child pays for (pydantic and the schemas: ~6 MB).
     if name == "RenderConfig":
-        from pipeline.render.config import RenderConfig
+        from pipeline.render.config import RenderConfig  # on first use (see above)
         return RenderConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from pipeline.render import RENDER_KINDS
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -23,7 +25,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.render", description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["chart", "table", "svg"])
+    parser.add_argument("kind", choices=RENDER_KINDS)
     parser.add_argument("file", help="code to render ('-' for stdin)")
     parser.add_argument("-o", "--output", required=True, help="PNG to write")
     parser.add_argument("--size", type=_size, default=None, help="output WxH (default: the kind's size)")

@@ -73,6 +73,7 @@ fig.suptitle('Warm-up 0123456789', fontsize=16); fig.tight_layout()
 
 
 def warm(options: dict[str, Any]) -> None:
+    # matplotlib: imported in the zygote at prewarm (backend Agg chosen first), never at module import
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,6 +82,7 @@ def warm(options: dict[str, Any]) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - an optional module missing only costs speed later
             pass
+    # pyplot only after the backend is set
     import matplotlib.pyplot as plt
 
     # Loaded here so trace=True children find it in memory; trace=False children never touch it.
@@ -111,6 +113,7 @@ def _warm_generated_charts(count: int, fit: tuple[int, int]) -> None:
     text layout) is in the zygote's heap instead of being rebuilt by every child. The programs are a fixed
     file (`warmup_charts.json`, written from pipeline/data/charts.py; a test keeps it in step): the renderer
     is the ground floor and imports nothing from the data package."""
+    # matplotlib: loaded by prewarm already; local for the names
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -129,6 +132,7 @@ def _warm_generated_charts(count: int, fit: tuple[int, int]) -> None:
 def _warm_fonts() -> None:
     """Resolve the font properties chart code commonly asks for (findfont caches per family, size, weight,
     style), so a child does not score every installed font again for a title at fontsize=13."""
+    # font lookup: only the warm-up needs it
     from matplotlib.font_manager import FontProperties, findfont, get_font
 
     sizes = [*range(6, 25), 26, 28, 30, 32, 36, "xx-small", "x-small", "small", "medium", "large", "x-large",
@@ -151,6 +155,7 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
     costs only its trace, never the image: the trace is then {"error": ...}, which the zygote turns into
     trace=None with a detail.
     """
+    # pyplot: loaded by prewarm already; local for the names
     import matplotlib.pyplot as plt
 
     timings = {} if timings is None else timings
@@ -211,6 +216,7 @@ class _Output:
         self.capture_s = self.trace_s = 0.0
 
     def install(self) -> None:
+        # matplotlib: loaded by prewarm already; local for the names
         import matplotlib
         import matplotlib.pyplot as plt
         from matplotlib.figure import Figure
@@ -252,6 +258,7 @@ class _Output:
 def _trace_now(tracer, fig) -> dict:
     """The bounded, JSON-able trace of the just drawn figure, or {"error": why}. Runs next to untrusted code,
     inside the sandbox: anything it raises (a snippet that monkeypatched matplotlib) is contained."""
+    # the tracer: only trace=True children use it (prewarm preloaded it)
     from pipeline.render.trace import bound_trace, trace_figures
 
     if isinstance(tracer, str):
@@ -278,6 +285,7 @@ class _PixelSink:
 
 def _start_tracer():
     """A ChartTracer already entered, or the error text if the tracer could not start."""
+    # the tracer: only trace=True children use it (prewarm preloaded it)
     from pipeline.render.trace import ChartTracer
 
     try:
@@ -294,6 +302,7 @@ def _real_savefig():
     benchmark runs many snippets in one process)."""
     global _ORIGINAL_SAVEFIG
     if _ORIGINAL_SAVEFIG is None:
+        # matplotlib: loaded by prewarm already; local for the names
         from matplotlib.figure import Figure
 
         _ORIGINAL_SAVEFIG = Figure.savefig
@@ -310,6 +319,7 @@ def _savefig_rgba(fig, settings: dict, max_side_px: int, fit: tuple[int, int]) -
     Drawing at the final size needs no resampling afterwards and rasterises text at its final size.
     No side exceeds `max_side_px`: a huge figure is drawn at a lower dpi (not below MIN_DPI, FreeType rejects
     tiny pixel sizes), past that at a smaller size in inches, restored afterwards."""
+    # matplotlib internals for clamping a figure's size: loaded by prewarm already
     import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.layout_engine import ConstrainedLayoutEngine

@@ -57,6 +57,7 @@ def run(code: str, size: tuple[int, int], options: dict[str, Any], timings: dict
 
 def _draw(svg: bytes, width: int, height: int) -> np.ndarray:
     """Draw into an in-memory cairo image (no PNG encode/decode) at exactly width × height."""
+    # cairosvg: only the SVG zygote loads it, at prewarm
     from cairosvg.parser import Tree
     from cairosvg.surface import PNGSurface
 

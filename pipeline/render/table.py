@@ -151,6 +151,7 @@ class TableRenderer:
 
     # ----------------------------------------------------------------------------------- browser thread
     def _worker(self) -> None:
+        # heavy: Playwright, only the table renderer's browser thread needs it
         from playwright.sync_api import sync_playwright
 
         try:
@@ -216,6 +217,7 @@ class _BrowserSession:
     """One browser + one reusable page; relaunched on crash, hang, navigation or every N shots."""
 
     def __init__(self, pw, cfg, launcher: str, home: str, use_chromium_sandbox: bool):
+        # Playwright: loaded by the browser thread already; local for the name
         from playwright.sync_api import Error as PlaywrightError
 
         self.pw, self.cfg, self.launcher, self.home = pw, cfg, launcher, home
@@ -265,6 +267,7 @@ class _BrowserSession:
                 pass
 
     def shoot(self, code: str, size: tuple[int, int], timeout_s: float, blank_tolerance: int) -> RenderResult:
+        # Playwright: loaded by the browser thread already; local for the names
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 

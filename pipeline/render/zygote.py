@@ -292,6 +292,7 @@ def _validate_child_reply(header: dict, expected: int, want_trace: bool = False)
 def _validate_trace(trace: object) -> tuple[dict | None, str]:
     """(trace, "") for a well-formed chart trace from the child, else (None, why). The trace is computed next
     to untrusted code, which can write anything into it or the pipe: only `validate_trace`'s shape passes."""
+    # the tracer: only trace=True requests validate a trace
     from pipeline.render.trace import InvalidTrace, validate_trace
 
     if trace is None:

@@ -26,7 +26,7 @@ class SSIMReward(Term):
     name = "ssim"
 
     def measure(self, sample, judgement):
-        from pipeline.metrics.image import ssim
+        from pipeline.metrics.image import ssim  # heavy: pulls in scikit-image
 
         return {"value": ssim(sample.rendered_image, sample.reference_image)}
 
@@ -37,7 +37,7 @@ class PixelMSEReward(Term):
     name = "pixel_mse"
 
     def measure(self, sample, judgement):
-        from pipeline.metrics.image import pixel_mse
+        from pipeline.metrics.image import pixel_mse  # heavy: pulls in scikit-image
 
         mse = pixel_mse(sample.rendered_image, sample.reference_image)
         return {"value": 1.0 - mse, "mse": mse}
@@ -50,7 +50,7 @@ class TEDSReward(Term):
     supported_tasks = ("table",)
 
     def measure(self, sample, judgement):
-        from pipeline.metrics.table import table_to_html, teds
+        from pipeline.metrics.table import table_to_html, teds  # heavy: pulls in the TEDS package
 
         if not sample.ground_truth_code:
             return Unavailable("no_ground_truth")
@@ -84,8 +84,8 @@ class VisionEncoder:
     rescale, normalise) — done with PIL/numpy, so no torchvision is needed."""
 
     def __init__(self, path: str, device: str = "cpu", pooling: str = "cls"):
-        import torch
-        from transformers import AutoModel
+        import torch  # heavy: torch, only this path needs it
+        from transformers import AutoModel  # heavy: transformers, only this path needs it
 
         self.torch = torch
         root = Path(os.path.expanduser(path))

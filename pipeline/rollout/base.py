@@ -27,7 +27,6 @@ import torch
 from PIL import Image
 
 from pipeline.rollout.config import SamplingConfig
-from pipeline.models.config import ModelsConfig
 from pipeline.sample import Sample
 
 VLLM_MISSING = "rollout.backend=vllm needs the vllm extra: pip install .[gpu] (vllm) on a GPU machine"
@@ -169,7 +168,6 @@ __all__ = [
     "fill_response",
     "is_sampling",
     "logprob_temperature",
-    "make_rollout",
     "never_sampled_token_ids",
     "prompt_images",
     "prompt_text",

@@ -55,6 +55,7 @@ from pipeline.rollout.base import (
 )
 from pipeline.rollout.vllm_worker import WORKER_EXTENSION
 from pipeline.sample import Sample
+from pipeline.rollout.weight_sync import Handshake
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class VLLMRollout:
                 "rollout.backend=vllm needs a CUDA GPU and none is visible to this process (rollout.num_gpus must "
                 "give each rollout worker its GPUs); use rollout.backend=hf on CPU machines"
             )
-        import vllm
+        import vllm  # heavy: vLLM: the GPU extra, only this path needs it
 
         self.sampling = sampling
         self.engine_cfg = engine
@@ -151,7 +152,7 @@ class VLLMRollout:
         # the tokenizer decodes responses exactly as the HF backend does.
         self.processor = load_processor(path)
         generation_config = self._generation_config(path)
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # heavy: transformers, only this path needs it
 
         self.stop_ids = stop_token_ids(generation_config, self.processor.tokenizer)
         self.never_sampled = never_sampled_token_ids(generation_config, AutoConfig.from_pretrained(path))
@@ -181,7 +182,7 @@ class VLLMRollout:
 
     @staticmethod
     def _generation_config(path: Path) -> Any:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig  # heavy: transformers, only this path needs it
 
         try:
             return GenerationConfig.from_pretrained(path)
@@ -257,7 +258,6 @@ class VLLMRollout:
         """Join the trainer's NCCL weight group through vLLM's weight transfer engine (its workers take ranks
         `rank_offset` + their rank in the engine) and the round handshake (pipeline/rollout/weight_sync.py).
         Returns the ranks taken."""
-        from pipeline.rollout.weight_sync import Handshake
 
         init_info = {"master_address": master_address, "master_port": master_port, "rank_offset": rank_offset,
                      "world_size": world_size, "packed": False}

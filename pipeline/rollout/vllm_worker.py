@@ -19,6 +19,7 @@ WORKER_EXTENSION = f"{__name__}.RolloutWorkerExtension"
 
 class RolloutWorkerExtension:
     def begin_weight_load(self) -> None:
+        # heavy: vLLM: the GPU extra, only this path needs it
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
         initialize_layerwise_reload(self.model_runner.get_model())
@@ -31,6 +32,7 @@ class RolloutWorkerExtension:
         return len(named_tensors)
 
     def finish_weight_load(self) -> None:
+        # heavy: vLLM: the GPU extra, only this path needs it
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
         finalize_layerwise_reload(self.model_runner.get_model(), self.model_config)

@@ -157,6 +157,7 @@ def init_weight_group(master_address: str, master_port: int, rank: int, world_si
     `init_weight_transfer_engine`; returns once all have joined."""
     if rank != 0:
         raise ValueError("only trainer rank 0 joins the weight group (it is the single sender)")
+    # heavy: vLLM: the GPU extra, only this path needs it
     from vllm.distributed.weight_transfer.nccl_common import trainer_init
 
     torch.cuda.set_device(device)

@@ -1,6 +1,6 @@
 """A run's report from its local files, without wandb.
 
-    python -m pipeline.runlog.report RUN_DIR [-o OUT.html] [--png OUT.png]
+    python -m pipeline.report RUN_DIR [-o OUT.html] [--png OUT.png]
 
 
 Reads what the Tracker leaves in RUN_DIR (metrics.jsonl, samples/step_*.jsonl + PNGs, run.json) and writes one
@@ -133,7 +133,7 @@ def load_run(run_dir: Path) -> RunData:
 def _figure_uri(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only this path needs it
 
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -146,14 +146,14 @@ def _file_uri(path: Optional[Path]) -> Optional[str]:
 
 
 def _axes(n: int, run: RunData):
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only this path needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only this path needs it
 
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib, only this path needs it
 
     fig, axes = plt.subplots(
         rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False, layout="constrained"
@@ -460,7 +460,7 @@ def screenshot(
     html_path: Path, png_path: Path, chromium: Optional[str] = None, width: int = 1280, timeout_s: float = 60
 ) -> Path:
     """A full-page PNG of the report, taken by headless Chromium with JavaScript off and the network cut."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # heavy: Playwright, only this path needs it
 
     chromium = chromium or next((p for p in CHROMIUM_PATHS if os.access(p, os.X_OK)), None)
     if chromium is None:
@@ -487,7 +487,7 @@ def screenshot(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.runlog.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (run.output_dir/run.name)")
     parser.add_argument("-o", "--output", type=Path, help="HTML file (default: RUN_DIR/report.html)")
     parser.add_argument("--png", type=Path, help="also write a full-page screenshot here (Chromium)")

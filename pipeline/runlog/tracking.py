@@ -3,7 +3,7 @@
 wandb runs offline by default (no account; files under <run_dir>/wandb, `wandb sync` uploads them later),
 online when the user sets `logging.wandb.mode=online`, or not at all with `disabled`.
 
-What a run leaves in <run_dir>, with or without wandb (read by `python -m pipeline.runlog.report RUN_DIR`):
+What a run leaves in <run_dir>, with or without wandb (read by `python -m pipeline.report RUN_DIR`):
     run.json                      run name, git commit, start time, the resolved config
     metrics.jsonl                 one {"step", "time", metric: value, ...} line per log call
     samples/step_000003.jsonl     the sample rows of the step's table (best / worst / random per task) ...
@@ -272,7 +272,7 @@ class Tracker:
             # holds everything (a pod's home is gone when the job ends). Set per run: one process may log
             # several runs in turn; a user's own WANDB_DATA_DIR is kept.
             os.environ["WANDB_DATA_DIR"] = str(RunLayout(run_dir).wandb_data)
-        import wandb
+        import wandb  # heavy: wandb, only this path needs it
 
         self.run = wandb.init(
             project=wb.project,
@@ -314,7 +314,7 @@ class Tracker:
             self.log_samples(groups, step)
 
     def _reward_histograms(self, groups: list[list[Sample]]) -> dict[str, Any]:
-        import wandb
+        import wandb  # heavy: wandb, only this path needs it
 
         by_task: dict[str, list[float]] = defaultdict(list)
         for s in (s for g in groups for s in g):
@@ -399,7 +399,7 @@ class Tracker:
         tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
         tmp.replace(jsonl)  # whole or absent: a run killed mid-write leaves no half table for the report
         if self.run is not None:
-            import wandb
+            import wandb  # heavy: wandb, only this path needs it
 
             table = wandb.Table(columns=TABLE_COLUMNS)
             for task, pick, reference, rendering, *rest in table_rows:

@@ -1,6 +1,6 @@
 """Read an offline wandb run without wandb's servers: config, git commit, history, summary and tables.
 
-`python -m pipeline.runlog.wandb_offline RUN_DIR` prints what a run recorded (RUN_DIR: a pipeline run directory, its
+`python -m pipeline.wandb_offline RUN_DIR` prints what a run recorded (RUN_DIR: a pipeline run directory, its
 wandb/ folder, one offline-run-* folder, or a run-*.wandb file).
 
 wandb 0.31 ships no reader for its offline log, so this is a small one. The log `run-<id>.wandb` is a
@@ -87,7 +87,7 @@ def read_record_bytes(path: Path) -> Iterator[bytes]:
 
 def read_records(path: Path):
     """Each record of a run-*.wandb file as a `wandb_internal_pb2.Record`."""
-    from wandb.proto import wandb_internal_pb2
+    from wandb.proto import wandb_internal_pb2  # heavy: wandb, only this path needs it
 
     for raw in read_record_bytes(path):
         record = wandb_internal_pb2.Record()
@@ -229,7 +229,7 @@ def _load_once(log_path: Path) -> OfflineRun:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.runlog.wandb_offline", description=__doc__.split("\n")[0]
+        prog="python -m pipeline.wandb_offline", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "path", type=Path, help="run dir, its wandb/ folder, an offline-run-* folder or run-*.wandb"

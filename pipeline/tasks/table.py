@@ -32,7 +32,7 @@ class TableTask(Task):
         return None
 
     def text_metrics(self, predicted_code: Optional[str], reference_code: str) -> dict[str, float]:
-        from pipeline.metrics.table import table_to_html, teds
+        from pipeline.metrics.table import table_to_html, teds  # heavy: pulls in the TEDS package
 
         if not predicted_code:
             return {"teds": 0.0, "teds_s": 0.0, "edit_similarity": 0.0}

@@ -43,11 +43,6 @@ def critic_corpus() -> Iterable[str]:
     """What a tiny critic reads and writes: the code corpus, its three instructions (so the ~800-token English
     prompt tokenizes to a few hundred word tokens, which is most of the cost of every training step) and
     answers written from targeted-edit labels, in the exact answer format."""
-    from pipeline.sample import JudgementLimits
-    from pipeline.critic.prompts import prompt
-    from pipeline.critic.schema import serialize_answer
-    from pipeline.data.edits import EditNotApplicable, propose_edit
-    from pipeline.data.generators import generate_program, item_rng
 
     yield from tokenizer_corpus()
     tasks = TASK_KINDS

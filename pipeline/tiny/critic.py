@@ -1,12 +1,12 @@
 """The embedded default's trained tiny critic: data engine → DeepSpeed SFT, once, cached with the model.
 
-`pipeline.models.resolve_model_path` builds a random tiny Qwen3-VL (tokenizer trained on code *and* the
-critic's own instructions and answers) and, when `models.reward.tiny.train.steps > 0`, calls
-`train_tiny_critic` on that scratch directory before renaming it into the cache:
+`pipeline.tiny.ensure_model` builds a random tiny Qwen3-VL (tokenizer trained on code *and* the critic's
+own instructions and answers) and, when `models.reward.tiny.train.steps > 0`, calls `train_tiny_critic` on
+that scratch directory before renaming it into the cache:
 
-  1. a critic SFT set (`data_builder.py`): targeted edits and clean pairs of synthetic references, plus the
-     default tiny policy's natural errors labelled by the structural teacher;
-  2. supervised fine-tuning with DeepSpeed (`training/`), one rank in a fresh process (`train_local`), so
+  1. a critic SFT set (`pipeline/critic/training/data_builder.py`): targeted edits and clean pairs of synthetic
+     references, plus the default tiny policy's natural errors labelled by the structural teacher;
+  2. supervised fine-tuning with DeepSpeed (`pipeline/critic/training/`), one rank in a fresh process (`train_local`), so
      the caller — the driver, a test, a reward actor — never holds a process group;
   3. the fine-tuned weights replace the random ones in place; the set, the training log (`metrics.jsonl`)
      and a summary (`critic_train.json`) stay beside them under `build/`.
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from pipeline.models.config import ModelConfig, ModelsConfig, TinyCriticTrainConfig
+from pipeline.critic.training.config import CriticTrainConfig, DeepSpeedSettings
+from pipeline.critic.training.launch import train_local
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,8 @@ def train_tiny_critic(train: TinyCriticTrainConfig, model_dir: Path, cache_dir: 
                       progress: bool = True) -> dict:
     """Fine-tune the random tiny critic in `model_dir` in place; `policy` is the built tiny policy whose
     natural errors join the data."""
+    # heavy: pulls in pyarrow
     from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
-    from pipeline.critic.training.config import CriticTrainConfig, DeepSpeedSettings
-    from pipeline.critic.training.launch import train_local
 
     start = time.perf_counter()
     model_dir = Path(model_dir)

@@ -17,7 +17,9 @@ from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGen
 
 from pipeline.models.config import TinyModelConfig
 from pipeline.tiny import tokenizer as tok
+from pipeline.tiny.warm_start import warm_start
 from pipeline.models.processor import Qwen3VLImageOnlyProcessor
+from pipeline.cache import build_once
 
 
 def tiny_qwen3_vl_config(cfg: TinyModelConfig, token_ids: dict[str, int], vocab_size: int) -> Qwen3VLConfig:
@@ -95,8 +97,6 @@ def build_tiny_qwen3_vl(cfg: TinyModelConfig, out_dir: Path, corpus: Callable[[]
         top_p=1.0,
     )
     if cfg.warm_start.steps:
-        from pipeline.tiny.warm_start import warm_start
-
         warm_start(model, processor, cfg.warm_start, seed=cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -109,9 +109,8 @@ def build_tiny_encoder(cache_dir: str | Path, seed: int = 0) -> Path:
     run points `reward.embedding.path` at a local DINOv2 checkpoint."""
     import os
 
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import Dinov2Config, Dinov2Model  # transformers is loaded already; kept local for the names
 
-    from pipeline.cache import build_once
 
     def build(scratch: Path) -> None:
         torch.manual_seed(seed)

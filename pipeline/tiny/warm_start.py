@@ -18,9 +18,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +30,11 @@ from pipeline.data.loader import policy_messages
 from pipeline.models.config import TinyWarmStartConfig
 from pipeline.models.processor import collate
 from pipeline.tasks import fenced_response
+from pipeline.render import make_renderer
+from pipeline.data.edits import EditNotApplicable, propose_edit
+from pipeline.render.table import html_body
+from pipeline.revision import revision_turn
+from pipeline.sample import Sample
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,6 @@ def render_examples(per_kind: int, seed: int, split: str, progress: bool = True)
 
     A program that does not render is counted and skipped (the generators are written to always render, so
     failures mean a broken renderer: more than a few raise instead of training on a skewed set)."""
-    from pipeline.render import make_renderer
 
     examples: list[WarmStartExample] = []
     failures: dict[str, int] = {}
@@ -89,11 +91,6 @@ def revision_examples(examples: list[WarmStartExample], per_kind: int, seed: int
     with exact discrepancy labels; the turn is built by `pipeline.revision.revision_turn`, exactly as the
     critic's feedback would be shown, and its answer is the original program. Returns the examples and
     counts per kind (made / no edit applies / the edit did not render or changed nothing)."""
-    from pipeline.data.edits import EditNotApplicable, propose_edit
-    from pipeline.render import make_renderer
-    from pipeline.render.table import html_body
-    from pipeline.revision import revision_turn
-    from pipeline.sample import Sample
 
     out: list[WarmStartExample] = []
     counts: dict[str, dict[str, int]] = {}

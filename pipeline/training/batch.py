@@ -134,8 +134,10 @@ def _rope_index_fn(hf_config: Any):
     if getattr(hf_config, "model_type", None) not in QWEN3_VL_MODEL_TYPES:
         raise ValueError(f"M-RoPE positions are implemented for Qwen3-VL only, got {hf_config.model_type!r}")
     if hf_config.model_type == "qwen3_vl":
+        # heavy: transformers, only this path needs it
         from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel as Model
     else:
+        # heavy: transformers, only this path needs it
         from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import Qwen3VLMoeModel as Model
     holder = types.SimpleNamespace(config=hf_config)
     holder.get_vision_position_ids = types.MethodType(Model.get_vision_position_ids, holder)
@@ -301,7 +303,8 @@ def to_engine_input(batch: DataProto) -> TensorDict:
     engine path works with it; so the same conversion is done here with verl's tensordict utilities.
     """
     from tensordict.tensorclass import NonTensorData, NonTensorStack
-    from verl.utils import tensordict_utils as tu
+    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.utils.padding import left_right_2_no_padding
 
     tensors = {k: v for k, v in batch.batch.items() if k in ENGINE_TENSOR_KEYS}

@@ -31,6 +31,8 @@ from verl.workers.config import (
 
 from pipeline.training.batch import to_engine_input
 from pipeline.training.config import TrainerConfig
+from pipeline.rollout.weight_sync import to_wire
+from pipeline.rollout.weight_sync import weight_meta
 
 _VERL_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
@@ -113,8 +115,9 @@ def build_actor_loss_config(cfg: TrainerConfig, group_size: int = 1) -> FSDPActo
 # ---------------------------------------------------------------------------------------------------------
 def create_policy_worker(model_path: str | Path, cfg: TrainerConfig, group_size: int = 1):
     """The trainable policy: verl TrainingWorker with an FSDP2 engine, optimizer and verl's ppo_loss."""
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine_workers import TrainingWorker
-    from verl.workers.utils.losses import ppo_loss
+    from verl.workers.utils.losses import ppo_loss  # verl (4 s to import) is loaded already; kept local for the names
 
     worker = TrainingWorker(build_training_worker_config(model_path, cfg))
     worker.reset()  # builds model, FSDP2 wrapping, optimizer, LR schedule
@@ -124,6 +127,7 @@ def create_policy_worker(model_path: str | Path, cfg: TrainerConfig, group_size:
 
 def create_reference_worker(model_path: str | Path, cfg: TrainerConfig):
     """The frozen reference policy for the KL loss: a forward-only engine (no optimizer state)."""
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine_workers import TrainingWorker
 
     worker = TrainingWorker(build_training_worker_config(model_path, cfg, forward_only=True))
@@ -136,7 +140,8 @@ def create_reference_worker(model_path: str | Path, cfg: TrainerConfig):
 # ---------------------------------------------------------------------------------------------------------
 def compute_log_probs(worker, batch: DataProto, with_entropy: bool = False) -> dict[str, torch.Tensor]:
     """Per-token log-probs (and entropy) of the batch's responses under `worker`'s current weights, (B, R)."""
-    from verl.utils import tensordict_utils as tu
+    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.utils.padding import no_padding_2_padding
 
     td = to_engine_input(batch)
@@ -214,7 +219,7 @@ def grpo_update(
     (`trainer.log_importance_ratio`; free when `recompute_old_log_probs` is on). With `trainer.rollout_is` the
     loss takes truncated importance weights (`rollout_is_weights`; metrics `rollout_is_*`).
     """
-    from verl.utils import tensordict_utils as tu
+    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
 
     started = time.perf_counter()
     global_batch_size = global_batch_size or len(batch)
@@ -284,7 +289,6 @@ def export_policy_weights(worker, dtype: str | torch.dtype | None = None) -> dic
 
     A collective over the trainer ranks: every rank must call it; each gets the full state dict.
     """
-    from pipeline.rollout.weight_sync import to_wire
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     per_tensor, _peft_config = worker.engine.get_per_tensor_param()
@@ -295,9 +299,9 @@ def policy_weight_meta(worker, dtype: str | torch.dtype | None = None):
     """Names, wire dtypes and full shapes of what `get_per_tensor_param` yields, in its order, without gathering
     anything (the FSDP2 state dict's DTensors know their global shapes; names converted as verl converts them).
     The NCCL receivers allocate from it before the broadcast starts (pipeline/rollout/weight_sync.py)."""
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.utils.model import convert_weight_keys
 
-    from pipeline.rollout.weight_sync import weight_meta
 
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     module = worker.engine.module

@@ -39,6 +39,7 @@ class RankTrainer:
 
     def setup(self, master_addr: str, master_port: int) -> dict[str, float]:
         """Join the process group and build the engines. All ranks call this with the same address/port."""
+        # heavy: pulls in psutil, verl (4 s to import)
         from pipeline.training.verl_platform import prepare_process_for_verl
 
         started = time.perf_counter()
@@ -53,6 +54,7 @@ class RankTrainer:
             num_threads=threads,
         )
         joined = time.perf_counter()
+        # heavy: pulls in transformers, verl (4 s to import)
         from pipeline.training.engine import create_policy_worker, create_reference_worker
 
         self.policy = create_policy_worker(self.model_path, self.cfg, group_size=self.group_size)
@@ -66,7 +68,7 @@ class RankTrainer:
 
     def update(self, shard: Any, global_batch_size: int) -> dict[str, float]:
         """One GRPO update on this rank's shard of the batch (a DataProto from `build_grpo_batch`)."""
-        from pipeline.training.engine import grpo_update
+        from pipeline.training.engine import grpo_update  # heavy: pulls in transformers, verl (4 s to import)
 
         self._require_setup()
         return grpo_update(
@@ -75,7 +77,7 @@ class RankTrainer:
 
     def compute_log_probs(self, shard: Any, reference: bool = False) -> torch.Tensor:
         """(B, R) response log-probs of this rank's shard under the current policy (or the reference)."""
-        from pipeline.training.engine import compute_log_probs
+        from pipeline.training.engine import compute_log_probs  # heavy: pulls in transformers, verl (4 s to import)
 
         self._require_setup()
         worker = self.reference if reference else self.policy
@@ -86,6 +88,7 @@ class RankTrainer:
     def export_weights(self) -> dict[str, torch.Tensor]:
         """The full, HF-named policy state dict on CPU (every rank gets a copy; a collective), floating tensors
         in the compute dtype (`param_dtype`: bf16 on the GPU presets, as the engines), not the fp32 master copy."""
+        # heavy: pulls in transformers, verl (4 s to import)
         from pipeline.training.engine import export_policy_weights
 
         self._require_setup()
@@ -93,7 +96,7 @@ class RankTrainer:
 
     def init_weight_group(self, master_address: str, master_port: int, world_size: int) -> None:
         """Rank 0 joins the NCCL weight-sync group with the rollout engines (as its rank 0). GPU only."""
-        from pipeline.rollout.weight_sync import init_weight_group
+        from pipeline.rollout.weight_sync import init_weight_group  # heavy: pulls in transformers
 
         if self.rank != 0:
             raise ValueError("only trainer rank 0 sends weights")
@@ -107,8 +110,8 @@ class RankTrainer:
     def broadcast_weights(self, dtype: str | None = None) -> dict[str, float]:
         """Gather the full policy tensor by tensor (a collective: every rank calls this) and, on rank 0,
         broadcast each into the rollout engines as it is gathered (cast to `dtype`, the engines' dtype)."""
-        from pipeline.rollout.weight_sync import broadcast_weights
-        from pipeline.training.engine import policy_weight_meta
+        from pipeline.rollout.weight_sync import broadcast_weights  # heavy: pulls in transformers
+        from pipeline.training.engine import policy_weight_meta  # heavy: pulls in transformers, verl (4 s to import)
 
         self._require_setup()
         if self.rank == 0 and self.weight_group is None:
@@ -135,7 +138,8 @@ class RankTrainer:
         self.policy.load_checkpoint(str(path), del_local_after_load=False)
 
     def shutdown(self) -> None:
-        from pipeline.rollout.weight_sync import destroy_weight_group
+        from pipeline.rollout.weight_sync import destroy_weight_group  # heavy: pulls in transformers
+        # heavy: pulls in psutil, verl (4 s to import)
         from pipeline.training.verl_platform import shutdown_process_group
 
         destroy_weight_group(self.weight_group)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import types
 from contextlib import contextmanager
 from datetime import timedelta
@@ -38,6 +37,8 @@ import torch.distributed as dist
 # Importing verl runs its plugin loading; that is harmless here (it may import this very module again through
 # VERL_USE_EXTERNAL_MODULES, which Python's module cache turns into a no-op).
 from verl.plugin.platform import PlatformBase, PlatformRegistry, get_platform, set_platform
+
+from pipeline.distributed import free_port, set_rank_env
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +220,11 @@ def register_cpu_engines() -> None:
     same classes under "cpu". Must run after the platform is chosen: transformer_impl reads the device name at
     import time.
     """
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.base import EngineRegistry
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.fsdp import transformer_impl
+    # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
     for model_type, engine_cls in (
@@ -250,26 +254,6 @@ class _UnpinnedOffloadPolicyFactory:
         return self.policy_cls(pin_memory=False)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now (bind the address other ranks will connect to, not just loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _set_rank_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "LOCAL_RANK": "0",  # one device per process: Ray gives each rank its own (CUDA_VISIBLE_DEVICES)
-            "LOCAL_WORLD_SIZE": "1",
-            "MASTER_ADDR": master_addr,
-            "MASTER_PORT": str(master_port),
-        }
-    )
-
-
 def prepare_process_for_verl_cpu(
     rank: int = 0,
     world_size: int = 1,
@@ -294,7 +278,7 @@ def prepare_process_for_verl_cpu(
             raise ValueError("world_size > 1 needs an explicit master_port shared by all ranks")
         master_port = int(os.environ.get("MASTER_PORT") or free_port())
     os.environ["VERL_PLATFORM"] = PLATFORM_NAME
-    _set_rank_env(rank, world_size, master_addr, master_port)
+    set_rank_env(rank, world_size, master_addr, master_port)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     use_cpu_platform()
@@ -342,7 +326,7 @@ def prepare_process_for_verl_gpu(
         )
     if not torch.cuda.is_available():
         raise RuntimeError("a GPU trainer rank sees no CUDA device (num_gpus_per_rank > 0 on a CPU node?)")
-    _set_rank_env(rank, world_size, master_addr, master_port)
+    set_rank_env(rank, world_size, master_addr, master_port)
     torch.cuda.set_device(0)
     _join_process_group("cpu:gloo,cuda:nccl", rank, world_size, master_addr, master_port, timeout_s)
 
@@ -374,7 +358,6 @@ __all__ = [
     "CPU_DEVICE_MODULE",
     "PLATFORM_NAME",
     "PlatformCPU",
-    "free_port",
     "prepare_process_for_verl",
     "prepare_process_for_verl_cpu",
     "prepare_process_for_verl_gpu",

@@ -7,6 +7,8 @@ from pipeline.critic.backends.base import (
     BackendUnavailable, JudgeRequest, RawAnswer, RewardBackend, TextRequest,
 )
 from pipeline.critic.config import RewardConfig
+from pipeline.critic.backends.vllm import VLLMBackend
+from pipeline.critic.backends.fingerprint import FingerprintBackend
 
 
 def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None) -> RewardBackend:
@@ -15,19 +17,17 @@ def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None) -> Rew
     if cfg.backend in ("hf", "vllm") and model_cfg is None:
         raise ValueError(f"reward.backend={cfg.backend} loads a local critic: give its checkpoint (models.reward)")
     if cfg.backend == "hf":
-        from pipeline.critic.backends.hf import HFBackend
+        from pipeline.critic.backends.hf import HFBackend  # heavy: pulls in xgrammar
 
         return HFBackend(cfg, model_cfg)
     if cfg.backend == "vllm":
-        from pipeline.critic.backends.vllm import VLLMBackend
 
         return VLLMBackend(cfg, model_cfg)
     if cfg.backend == "openai":
-        from pipeline.critic.backends.openai import OpenAIBackend
+        from pipeline.critic.backends.openai import OpenAIBackend  # heavy: pulls in httpx
 
         return OpenAIBackend(cfg)
     if cfg.backend == "fingerprint":
-        from pipeline.critic.backends.fingerprint import FingerprintBackend
 
         return FingerprintBackend(cfg, cfg.fingerprint.delay_ms_per_call / 1000, cfg.fingerprint.delay_ms_per_pair / 1000,
                                   engine_error_rate=cfg.fingerprint.engine_error_rate)

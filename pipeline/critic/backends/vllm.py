@@ -33,7 +33,7 @@ def vllm_available() -> tuple[bool, str]:
 
 def structured_outputs_kwargs(schema: dict) -> dict[str, Any]:
     """SamplingParams keyword for a JSON-Schema constraint (vLLM ≥ 0.12; the `gpu` extra pins 0.33)."""
-    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.sampling_params import StructuredOutputsParams  # heavy: vLLM: the GPU extra, only this path needs it
 
     return {"structured_outputs": StructuredOutputsParams(json=schema)}
 
@@ -52,7 +52,7 @@ class VLLMBackend(RewardBackend):
         if not ok:
             raise BackendUnavailable(why)
         super().__init__(cfg)
-        import vllm
+        import vllm  # heavy: vLLM: the GPU extra, only this path needs it
 
         # The rollout's model directory view: our tiny models name a processor class vLLM cannot resolve.
         path = vllm_model_dir(model_dir(model_cfg))
@@ -75,8 +75,8 @@ class VLLMBackend(RewardBackend):
             self.llm = vllm.LLM(**engine_kwargs)
             self.engine = None
         else:
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
+            from vllm.engine.arg_utils import AsyncEngineArgs  # heavy: vLLM: the GPU extra, only this path needs it
+            from vllm.v1.engine.async_llm import AsyncLLM  # heavy: vLLM: the GPU extra, only this path needs it
 
             self.llm = None
             self.loop = asyncio.new_event_loop()

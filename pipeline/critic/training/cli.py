@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     try:
+        from pipeline.tiny import ensure_model  # the base model: built here if tiny, before any rank starts
+
+        cfg.model = cfg.model.model_copy(update={"path": str(ensure_model(cfg.model, cfg.cache_dir))})
         if args.local:
             if cfg.ranks != 1:
                 print("config error: --local runs one rank; drop it or set ranks=1", file=sys.stderr)

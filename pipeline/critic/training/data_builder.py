@@ -27,6 +27,7 @@ from typing import Literal, Optional
 from pydantic import Field
 from tqdm import tqdm
 
+from pipeline.sample import TASK_KINDS, TaskKind
 from pipeline.models.config import ModelsConfig
 from pipeline.critic.config import AnswerFormat, resolve_format
 from pipeline.sample import JudgementLimits
@@ -34,6 +35,16 @@ from pipeline.critic.training.dataset import make_row, write_dataset
 from pipeline.critic.training.teachers import TeacherConfig, TeacherItem, TeacherFailure, make_teacher
 from pipeline.data.config import DataConfig
 from pipeline.schema import Strict
+from pipeline.render import render
+from pipeline.data.pairs import EditSummary, iter_edit_pairs
+from pipeline.data.compact import compact_program
+from pipeline.data.generators import generate_program, item_rng
+from pipeline.data.loader import policy_messages
+from pipeline.rollout.config import SamplingConfig
+from pipeline.rollout.hf import HFRollout
+from pipeline.sample import Sample
+from pipeline.tasks import get_task
+from pipeline.render.image import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +52,7 @@ log = logging.getLogger(__name__)
 class CriticDataConfig(Strict):
     """What goes into one critic SFT set (`python -m pipeline.critic data`)."""
 
-    tasks: list[Literal["chart", "table", "svg"]] = ["chart", "table", "svg"]
+    tasks: list[TaskKind] = list(TASK_KINDS)
     split: str = "critic-train"  # names the random streams: another split never repeats a pair
     seed: int = 0
     edits_per_task: int = Field(200, ge=0)
@@ -67,13 +78,11 @@ class CriticDataConfig(Strict):
 
 
 def _render(task: str, code: str, data: DataConfig, size=None):
-    from pipeline.render import render
 
     return render(task, code, size=size or data.size_for(task), timeout_s=data.render_timeout_s)
 
 
 def edit_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[dict], dict]:
-    from pipeline.data.pairs import EditSummary, iter_edit_pairs
 
     summary = EditSummary(task, cfg.edits_per_task)
     data = cfg.data.model_copy(update={"seed": cfg.seed})
@@ -88,7 +97,6 @@ def edit_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[di
 
 
 def clean_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[dict], dict]:
-    from pipeline.data.generators import generate_program, item_rng
 
     rows, failures = [], Counter()
     table_format = "html" if task == "table" else cfg.data.table_format
@@ -115,8 +123,6 @@ def clean_rows(cfg: CriticDataConfig, task: str, progress: bool) -> tuple[list[d
 
 
 def _natural_reference(cfg: CriticDataConfig, task: str, index: int) -> tuple[str, str]:
-    from pipeline.data.generators import generate_program, item_rng
-    from pipeline.tiny.warm_start import compact_program
 
     kind = cfg.natural_references if cfg.natural_references != "both" else ("compact", "synth")[index % 2]
     if kind == "compact":
@@ -128,11 +134,6 @@ def natural_rows(cfg: CriticDataConfig, task: str, models: ModelsConfig, teacher
                  ) -> tuple[list[dict], dict]:
     """Policy rollouts on fresh references, rendered and labelled by the teacher, until `natural_per_task`
     rows exist or a bounded number of prompts was tried."""
-    from pipeline.rollout.config import SamplingConfig
-    from pipeline.tiny.warm_start import policy_messages
-    from pipeline.rollout.hf import HFRollout
-    from pipeline.sample import Sample
-    from pipeline.tasks import get_task
 
     spec = get_task(task)
     sampling = SamplingConfig(n=cfg.natural_samples_per_prompt, temperature=cfg.natural_temperature,
@@ -190,7 +191,6 @@ def natural_rows(cfg: CriticDataConfig, task: str, models: ModelsConfig, teacher
 
 
 def _is_blank(image) -> bool:
-    from pipeline.render.image import is_blank
 
     return is_blank(image)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.critic.training.config import CriticTrainConfig
+from pipeline.distributed import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,7 +33,7 @@ class CriticTrainingError(RuntimeError):
 
 def _child_main(cfg_path: str, result_path: str, port: str) -> None:
     """In the training process: run rank 0 of 1, pickle ("ok", summary) or ("error", exception, traceback)."""
-    from pipeline.critic.training.sft import train_rank
+    from pipeline.critic.training.sft import train_rank  # heavy: pulls in pyarrow, tokenizers
 
     try:
         cfg = CriticTrainConfig.model_validate_json(Path(cfg_path).read_text())
@@ -70,7 +71,6 @@ def _forward(pipe) -> None:
 def train_local(cfg: CriticTrainConfig) -> dict[str, Any]:
     """Train on 1 rank in a subprocess; returns train_rank's summary or re-raises its exception. Raises
     TimeoutError (after killing the process group) when it runs past `cfg.timeout_s`."""
-    from pipeline.critic.training.sft import free_port
 
     if cfg.ranks != 1:
         raise ValueError(f"train_local runs 1 rank (ranks={cfg.ranks}); use actors.critic_trainer.train_on_ray")

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import tempfile
 import time
 from datetime import timedelta
@@ -39,13 +38,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline.distributed import set_rank_env
 from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
 from pipeline.critic.training.dataset import CriticDataError, CriticExample, answer_formats, read_examples, read_manifest
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
 from pipeline.runlog.wandb_env import has_wandb_credentials
-from pipeline.tiny.warm_start import collate
+from pipeline.models.processor import collate
+from pipeline.schema import deep_merge
+from pipeline.models import load_model, load_processor, model_dir
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +160,12 @@ def _skip_shm_comm_build() -> None:
     present), i.e. compiles C++ in every fresh process whose TORCH_EXTENSIONS_DIR has no copy (36–105 s on
     these machines). The op only serves `inference_all_reduce` (AutoTP inference); training's collectives go
     through torch.distributed. Marking it incompatible (the probe itself takes 0.1 s) makes it return None."""
-    import deepspeed.ops
+    import deepspeed.ops  # heavy: DeepSpeed, only this path needs it
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def deepspeed_config(cfg: CriticTrainConfig) -> dict[str, Any]:
-    from pipeline.schema import deep_merge
 
     zero: dict[str, Any] = {"stage": cfg.deepspeed.zero_stage}
     if cfg.deepspeed.zero_stage == 3:
@@ -194,22 +195,8 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return max(total_steps - step, 1) / max(total_steps - warmup_steps, 1)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (for the rendezvous). `pipeline.training.verl_platform.free_port` is the same
-    but importing that module imports verl (+4 s per process), which critic training never uses."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _set_rank_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
-    # Without a launcher DeepSpeed reads these (else it tries MPI discovery). One device per process.
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size),
-                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
-
-
 def _all_reduce_sum(values: list[float]) -> list[float]:
-    import torch.distributed as dist
+    import torch.distributed as dist  # torch is loaded already; kept local for the names
 
     t = torch.tensor(values, dtype=torch.float64)
     if dist.get_backend() == "nccl":
@@ -232,7 +219,7 @@ class _Metrics:
             raise RuntimeError("wandb.mode=online needs WANDB_API_KEY (or `wandb login`); or use offline")
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_DATA_DIR", str(cfg.out / "wandb" / "data"))
-        import wandb
+        import wandb  # heavy: wandb, only this path needs it
 
         self.run = wandb.init(project=cfg.wandb.project, name=cfg.out.name, dir=str(cfg.out), mode=cfg.wandb.mode,
                               config=cfg.model_dump(mode="json"),
@@ -290,7 +277,7 @@ def _resume(engine, cfg: CriticTrainConfig, world_size: int) -> int:
 def _full_state_dict(engine, dtype: torch.dtype, rank: int) -> dict[str, torch.Tensor] | None:
     """The trained weights, whole, in fp32 from the optimizer's master copy where there is one (ZeRO 1–3,
     bf16), cast to `dtype`. A collective under ZeRO (every rank gathers each parameter); rank 0 keeps them."""
-    from deepspeed.utils import safe_get_full_fp32_param
+    from deepspeed.utils import safe_get_full_fp32_param  # heavy: DeepSpeed, only this path needs it
 
     module = engine.module
     out: dict[str, torch.Tensor] = {}
@@ -308,6 +295,7 @@ def _full_state_dict(engine, dtype: torch.dtype, rank: int) -> dict[str, torch.T
 def _save_final(state_dict: dict[str, torch.Tensor], base_path: Path, processor, out: Path,
                 dtype: torch.dtype) -> Path:
     """Write final/ as a HF checkpoint: built in a scratch dir, renamed into place (never half-written)."""
+    # heavy: transformers, only this path needs it
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
 
     config = AutoConfig.from_pretrained(base_path)
@@ -342,7 +330,6 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
     if cfg.num_gpus_per_rank <= 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported: skips the GPU probe
     torch.set_num_threads(max(1, int(cfg.num_cpus_per_rank)))  # oversubscribed BLAS threads crawl
-    from pipeline.models import load_model, load_processor, model_dir
 
     # Everything that can be wrong with the data or the model fails here, before any process group exists
     # (a rank failing later would leave its peers waiting in a collective).
@@ -361,11 +348,11 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
     if cfg.global_batch_size % world_size:
         raise ValueError(f"global batch {cfg.global_batch_size} does not split over {world_size} ranks")
 
-    import deepspeed
-    import torch.distributed as dist
+    import deepspeed  # heavy: DeepSpeed, only this path needs it
+    import torch.distributed as dist  # torch is loaded already; kept local for the names
 
     _skip_shm_comm_build()
-    _set_rank_env(rank, world_size, master_addr, master_port)
+    set_rank_env(rank, world_size, master_addr, master_port)
     metrics = None
     try:
         deepspeed.init_distributed(dist_backend=cfg.dist_backend, timeout=timedelta(seconds=cfg.timeout_s))

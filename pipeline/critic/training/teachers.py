@@ -19,6 +19,12 @@ import numpy as np
 from pydantic import model_validator
 
 from pipeline.schema import Strict
+from pipeline.critic.structural import StructuralTeacher
+from pipeline.critic.structural import StructuralDiffError
+from pipeline.models.config import ModelConfig
+from pipeline.critic.backends import make_backend
+from pipeline.critic.config import RewardConfig
+from pipeline.critic.backends import JudgeRequest
 
 
 class TeacherConfig(Strict):
@@ -61,12 +67,10 @@ class StructuralLabeler:
     name = "structural"
 
     def __init__(self):
-        from pipeline.critic.structural import StructuralTeacher
 
         self.teacher = StructuralTeacher()
 
     def label(self, items: list[TeacherItem]) -> list[list[dict] | TeacherFailure]:
-        from pipeline.critic.structural import StructuralDiffError
 
         out: list[list[dict] | TeacherFailure] = []
         for item in items:
@@ -84,9 +88,6 @@ class CriticLabeler:
     """A critic backend as teacher: its valid judgements are the labels; invalid ones are failures."""
 
     def __init__(self, cfg: TeacherConfig):
-        from pipeline.models.config import ModelConfig
-        from pipeline.critic.backends import make_backend
-        from pipeline.critic.config import RewardConfig
 
         reward = RewardConfig.model_validate(cfg.reward)
         self.backend = make_backend(reward, ModelConfig(path=cfg.model_path) if cfg.model_path else None)
@@ -94,7 +95,6 @@ class CriticLabeler:
         self.name = f"critic:{reward.backend}:{model}"
 
     def label(self, items: list[TeacherItem]) -> list[list[dict] | TeacherFailure]:
-        from pipeline.critic.backends import JudgeRequest
 
         judgements = self.backend.score([JudgeRequest(i.task, i.reference_image, i.candidate_image)
                                          for i in items])

@@ -34,6 +34,9 @@ from tqdm import tqdm
 from pipeline.data.records import png_bytes, write_json, write_parquet
 from pipeline.data.importers.items import SourceItem, Unreadable
 from pipeline.sample import TASK_KINDS
+from pipeline.data.importers.formats import read_source
+from pipeline.metrics.chart import TRACE_FIELD, encode_trace, is_trace
+from pipeline.tasks import get_task
 
 REPORT_FILE = "import_report.json"
 FAILURES_FILE = "failures.jsonl"
@@ -92,9 +95,6 @@ def import_dataset(fmt: str, src: Path | str, out_dir: Path | str, *, split: str
     """Convert `src` (a folder or file in format `fmt`) into `out_dir/<task>_<split>.parquet` files plus the
     report files. `task` overrides / supplies the task where the layout does not say it; `source_split` picks
     one split of a saved DatasetDict (hf-disk; default: all)."""
-    from pipeline.data.importers.formats import read_source
-    from pipeline.metrics.chart import TRACE_FIELD, encode_trace, is_trace
-    from pipeline.tasks import get_task
 
     if task is not None and task not in TASK_KINDS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASK_KINDS}")

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.importers.items import SourceItem, Unreadable
+from pipeline.tasks import get_task
 
 Yielded = Union[SourceItem, Unreadable]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -186,7 +187,6 @@ def read_svg_folder(src: Path, **_) -> Iterator[Yielded]:
 def _conversation_rows(src: Path, fmt: str, task: str, code_fields: tuple[str, ...],
                        images_dir: Optional[Path], missing: str) -> Iterator[Yielded]:
     """Rows with an image path and code in a field or in the answer turn (Chart2Code, UniSVG)."""
-    from pipeline.tasks import get_task
 
     _require_file(src, fmt, (".json", ".jsonl"))
     bases = [images_dir] if images_dir else [src.parent, src.parent / "images"]
@@ -330,7 +330,7 @@ def read_jsonl(src: Path, task: Optional[str] = None, images_dir: Optional[Path]
 def read_hf_disk(src: Path, task: Optional[str] = None, images_dir: Optional[Path] = None,
                  fields: Optional[dict] = None, split: Optional[str] = None, **_) -> Iterator[Yielded]:
     try:
-        import datasets
+        import datasets  # heavy: datasets, only this path needs it
     except ImportError:
         raise SourceError("hf-disk needs the `datasets` package (pip install datasets)") from None
     _require_dir(src, "hf-disk")
