@@ -1,5 +1,5 @@
 """ChartMimic-style chart scores in policy evaluation: the reference trace stored by synth, the policy CLI's
-trace F1s and their failure accounting, and the driver's held-out evaluation (eval/chart/*). First with a
+chart F1s and their failure accounting, and the driver's held-out evaluation (eval/chart/*). First with a
 stand-in renderer whose traces follow from the code, then with the real sandboxed renderer."""
 
 import json
@@ -66,8 +66,8 @@ def test_synth_stores_reference_trace_and_policy_scores_it(tmp_path):
 
     oracle = evaluate_policy(tmp_path, None, render_fn=traced_render, progress=False)
     s = oracle["summary"]["chart"]
-    assert s["trace_text_f1"] == s["trace_color_f1"] == s["trace_chart_low_level"] == 1.0
-    assert "text_f1" in s  # the chart task's code-level text F1 keeps its own name
+    assert s["text_f1"] == s["color_f1"] == s["low_level"] == 1.0
+    assert "code/text_f1" in s  # the chart task's code-level text F1 keeps apart from the trace's
 
     idx = [r["extra_info"]["index"] for r in rows]
     ref0 = rows[0]["reward_model"]["ground_truth"]
@@ -79,9 +79,9 @@ def test_synth_stores_reference_trace_and_policy_scores_it(tmp_path):
     c, s = report["counts"]["chart"], report["summary"]["chart"]
     assert c["render_runtime_error"] == 1 and c["trace_missing"] == 1 and c["rendered"] == 3
     fourth = chart_scores(traced_render("chart", ref0, trace=True).trace, traces[3])
-    assert s["trace_text_f1"] == pytest.approx((1.0 + 0 + 0 + fourth["text_f1"]) / 4)
-    assert s["trace_type_f1"] == pytest.approx(0.5)  # two charts traced, both bars
-    assert s["trace_chart_low_level"] == pytest.approx(
+    assert s["text_f1"] == pytest.approx((1.0 + 0 + 0 + fourth["text_f1"]) / 4)
+    assert s["type_f1"] == pytest.approx(0.5)  # two charts traced, both bars
+    assert s["low_level"] == pytest.approx(
         np.mean([1.0, 0, 0, np.mean([fourth[k] for k in ("text_f1", "layout_f1", "type_f1", "color_f1")])]))
 
 
@@ -96,8 +96,8 @@ def test_rows_without_a_stored_trace_are_traced_once_and_counted(tmp_path):
     report = evaluate_policy(tmp_path / "data", None, render_fn=traced_render, progress=False)
     c = report["counts"]["chart"]
     assert c["reference_traced"] == 2 and c["no_reference_trace"] == 1
-    scored = [i for i in report["items"] if "trace_text_f1" in i]
-    assert len(scored) == 2 and all(i["trace_chart_low_level"] == 1.0 for i in scored)
+    scored = [i for i in report["items"] if "text_f1" in i]
+    assert len(scored) == 2 and all(i["low_level"] == 1.0 for i in scored)
 
 
 class FakePool:
@@ -158,7 +158,7 @@ def test_real_renderer_oracle_is_perfect_and_an_edit_is_not(tmp_path):
     assert summary.rendered >= 5 and summary.untraced == 0
     oracle = evaluate_policy(tmp_path, None, progress=False)
     s = oracle["summary"]["chart"]
-    assert s["trace_chart_low_level"] == 1.0 and oracle["counts"]["chart"].get("reference_traced", 0) == 0
+    assert s["low_level"] == 1.0 and oracle["counts"]["chart"].get("reference_traced", 0) == 0
 
     rows = list(read_rows(tmp_path))
     ref = rows[0]["reward_model"]["ground_truth"]
@@ -167,7 +167,7 @@ def test_real_renderer_oracle_is_perfect_and_an_edit_is_not(tmp_path):
     report = evaluate_policy(tmp_path, {rows[0]["extra_info"]["index"]: f"```python\n{edited}\n```"},
                              progress=False)
     item = next(i for i in report["items"] if i["index"] == rows[0]["extra_info"]["index"])
-    assert item["trace_text_f1"] < 1.0 and item["trace_color_f1"] < 1.0 and item["trace_type_f1"] < 1.0
+    assert item["text_f1"] < 1.0 and item["color_f1"] < 1.0 and item["type_f1"] < 1.0
 
 
 @pytest.mark.skipif(not TRACING, reason=WHY_NOT)

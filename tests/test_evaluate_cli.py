@@ -127,7 +127,7 @@ def test_policy_evaluation_oracle_and_responses(tmp_path):
     synthesize("table", 4, tmp_path, DataConfig(table_format="html"), render_fn=code_render, progress=False)
     oracle = evaluate_policy(tmp_path, None, render_fn=code_render, progress=False)
     s = oracle["summary"]["table"]
-    assert s["teds"] == 1.0 and s["teds_s"] == 1.0 and s["ssim"] == 1.0 and s["mse"] == 0.0
+    assert s["teds"] == 1.0 and s["code/teds_s"] == 1.0 and s["ssim"] == 1.0 and s["mse"] == 0.0
     from pipeline.data.records import read_rows
 
     rows = list(read_rows(tmp_path))

@@ -8,9 +8,11 @@
       items whose judge failed are dropped); `counting: strict` with `matcher.kind: deterministic | llm_judge`
       is our stricter variant. Judge failures are counted and printed.
   policy --data DIR [--responses responses.jsonl] [--out results.json]
-      TEDS/TEDS-S (tables), code text metrics, SSIM and MSE of rendered responses on a synth dataset, and
-      for charts ChartMimic-style trace_text/layout/type/color_f1 and trace_chart_low_level (their mean);
-      without --responses the reference code itself is scored (a harness check).
+      the driver's held-out metrics, under its names (eval/<task>/...), of rendered responses on a synth
+      dataset: render_ok, ssim, mse, teds (tables), and for charts ChartMimic-style text_f1 / layout_f1 /
+      type_f1 / color_f1 and low_level (their mean); each task's code-level metrics (TEDS-S, edit similarity,
+      ...) beside them as code/<name>. Without --responses the reference code itself is scored (a harness
+      check).
   revise --rounds K [--config PRESET] [--data PATH ...] [--out DIR] [key.path=value ...]
       test-time reflection & revision: the run config's policy answers each held-out prompt, its critic
       judges, the policy revises with that feedback up to K rounds (revision.keep: best | last); prints render

@@ -11,18 +11,31 @@ from typing import Any, Callable, Iterable, Optional
 
 from tqdm import tqdm
 
-from pipeline.schema import ConfigError
+from pipeline.critic.baselines import CriticUnusable, make_baseline
+from pipeline.critic.config import RewardConfig
 from pipeline.data.records import RecordFormatError
 from pipeline.evaluate.config import CriticEvalConfig, JudgeConfig
-from pipeline.metrics.critic import (
-    ALIGN_PROMPT, VERDICT_SCHEMA, ItemResult, LLMJudgeMatcher, Matcher, OfficialMatcher, RecordError,
-    SimilarityMatcher, align_prompt, align_schema, deterministic_align, parse_discrepancies, score_item,
-    score_item_official, summarize, summarize_official,
-)
 from pipeline.evaluate.records import BadRecord, BenchItem, iter_bench_items
-from pipeline.critic.config import RewardConfig
+from pipeline.metrics.critic import (
+    ALIGN_PROMPT,
+    VERDICT_SCHEMA,
+    ItemResult,
+    LLMJudgeMatcher,
+    Matcher,
+    OfficialMatcher,
+    RecordError,
+    SimilarityMatcher,
+    align_prompt,
+    align_schema,
+    deterministic_align,
+    parse_discrepancies,
+    score_item,
+    score_item_official,
+    summarize,
+    summarize_official,
+)
 from pipeline.sample import JudgementLimits
-from pipeline.critic.baselines import CriticUnusable, make_baseline
+from pipeline.schema import ConfigError
 
 
 def import_target(target: str) -> Callable:
@@ -61,8 +74,8 @@ def make_matcher(config: CriticEvalConfig) -> Matcher | OfficialMatcher:
 
 
 def _make_reward_backend(reward: dict, model_path: str | None, what: str):
-    from pipeline.models.config import ModelConfig  # heavy: pulls in torch, transformers
     from pipeline.critic.backends import make_backend  # heavy: pulls in torch, transformers
+    from pipeline.models.config import ModelConfig  # heavy: pulls in torch, transformers
 
     try:
         reward_cfg = RewardConfig.model_validate(reward)

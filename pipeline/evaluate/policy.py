@@ -1,13 +1,22 @@
-"""Policy evaluation over a synth-style dataset: extract code from each response, compare it with the
-reference code (task text metrics: TEDS/TEDS-S for tables, ...), render it and compare pixels (SSIM, MSE);
-charts are rendered with tracing and also get ChartMimic-style text/layout/type/colour F1 and their mean
-(`trace_*_f1`, `trace_chart_low_level`) against the reference trace stored in the row.
+"""Policy evaluation over a synth-style dataset (`python -m pipeline.evaluate policy`): extract the code from
+each response, render it (charts with tracing) and score it with the driver's held-out metrics, under the
+driver's names (pipeline/metrics/policy.py, one implementation for both): render_ok, ssim, mse, teds
+(tables), and for charts the ChartMimic-style text_f1 / layout_f1 / type_f1 / color_f1 and their mean
+low_level against the reference trace stored in the row. No critic judges here, so there is no reward.
+Beside them, each task's code-level similarity of the extracted code to the reference code
+(`Task.text_metrics`: TEDS / TEDS-S and edit similarity for tables, code_parses / edit_similarity / text_f1
+/ number_f1 for charts, ...) is reported as code/<name>.
+
+Report: `metrics` (flat eval/<task>/<name>, as the driver logs them, code-level ones as
+eval/<task>/code/<name>), `summary` ({task: {"items", name: mean}}, the same numbers), `counts` (per task:
+items, bad records, extraction statuses, renders and render failures by reason, chart tracing) and `items`
+(each item's scores).
 
 Every item is counted: no code extracted and render failures score the worst value (SSIM 0, MSE 1,
-text metrics and chart F1s 0) and are tallied by reason, so a policy cannot look better by failing more.
-A rendered chart that came back without a trace also scores 0 (`trace_missing`). A chart row without a stored
-reference trace has its reference code traced here (`reference_traced`); if even that gives none, the item
-gets no chart scores and is counted (`no_reference_trace`).
+TEDS, code metrics and chart F1s 0) and are tallied by reason, so a policy cannot look better by failing
+more. A rendered chart that came back without a trace also scores 0 (`trace_missing`). A chart row without a
+stored reference trace has its reference code traced here (`reference_traced`); if even that gives none, the
+item gets no chart scores and is counted (`no_reference_trace`).
 """
 
 from __future__ import annotations
@@ -17,17 +26,20 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
-from pipeline.metrics.chart import chart_scores, failed_chart_scores, is_trace, reference_trace
-from pipeline.metrics.image import image_metrics
+from pipeline.metrics.chart import is_trace, reference_trace
+from pipeline.metrics.policy import RENDER_TRACE, answer_scores, policy_metrics
+from pipeline.render import render
+from pipeline.sample import Sample
 from pipeline.tasks import get_task
 
-# The chart task's code-level metrics already include `text_f1`: the trace scores are named trace_text_f1,
-# trace_layout_f1, trace_type_f1, trace_color_f1 and trace_chart_low_level.
-TRACE_PREFIX = "trace_"
+# Prefix of a task's code-level metrics (`Task.text_metrics`), which the driver does not compute: they keep
+# apart from the shared names (the chart's code-level text_f1 is not the trace's text_f1).
+CODE_PREFIX = "code/"
+# The chart counts that pipeline/metrics/policy.py defines (eval/chart/<name>), also shown under `counts`.
+CHART_COUNTS = ("trace_missing", "no_reference_trace")
 
 
 def load_responses(path: str | Path) -> dict[int, str]:
@@ -44,20 +56,18 @@ def load_responses(path: str | Path) -> dict[int, str]:
     return out
 
 
-def _default_render(kind: str, code: str, trace: bool = False):
-    from pipeline.render import render
-
-    return render(kind, code, trace=trace and kind == "chart")
-
-
 def evaluate_policy(data: str | Path, responses: Optional[dict[int, str]] = None,
                     render_fn: Optional[Callable] = None, progress: bool = True) -> dict:
     """responses=None scores the ground-truth code itself (an oracle run: checks the harness, ~perfect).
 
-    render_fn(kind, code, trace=bool) -> RenderResult (with `.trace` for charts when trace=True)."""
-    render_fn = render_fn or _default_render
-    per_task: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    render_fn(kind, code, trace=bool) -> RenderResult (with `.trace` for charts when trace=True); default:
+    the sandboxed `pipeline.render.render`."""
+    render_fn = render_fn or render
     counts: dict[str, Counter] = defaultdict(Counter)
+    samples: list[Sample] = []
+    ref_traces: list[Optional[dict]] = []
+    scores: list[dict[str, float]] = []
+    names: dict[str, dict[str, None]] = {}  # each task's score names, in order of first appearance
     items = []
     for pos, row in enumerate(tqdm(read_rows(data), desc="policy eval", disable=not progress, unit="item")):
         info = row.get("extra_info") or {}
@@ -81,43 +91,45 @@ def evaluate_policy(data: str | Path, responses: Optional[dict[int, str]] = None
             response = ""
         extraction = task.extract_code(response)
         try:
-            metrics = task.text_metrics(extraction.code, reference_code)
+            code_metrics = task.text_metrics(extraction.code, reference_code)
         except (SyntaxError, ValueError) as e:  # the dataset's own reference code does not parse
             c["bad_record"] += 1
             items.append({"index": index, "error": f"bad reference code: {e}"})
             continue
         c[f"extract_{extraction.status}"] += 1
+        sample = Sample(task=task.kind, reference_image=reference, prompt_id=str(index),
+                        ground_truth_code=reference_code, response_text=response, code=extraction.code)
         is_chart = task.kind == "chart"
         ref_trace = _reference_trace(info, reference_code, render_fn, c) if is_chart else None
-        predicted_trace = None
         if extraction.ok:
             result = render_fn(task.renderer, extraction.code, trace=is_chart)
             if result.ok:
                 c["rendered"] += 1
-                metrics.update(image_metrics(result.image, reference))
-                predicted_trace = getattr(result, "trace", None)
-                if is_chart and not is_trace(predicted_trace):
-                    c["trace_missing"] += 1
+                sample.rendered_image = result.image
+                if is_chart:
+                    sample.extra[RENDER_TRACE] = getattr(result, "trace", None)
             else:
-                c[f"render_{getattr(result.failure, 'value', result.failure)}"] += 1
-                metrics.update({"ssim": 0.0, "mse": 1.0})
-        else:
-            metrics.update({"ssim": 0.0, "mse": 1.0})
-        if ref_trace is not None:
-            metrics.update(chart_scores(predicted_trace, ref_trace, TRACE_PREFIX) if is_trace(predicted_trace)
-                           else failed_chart_scores(TRACE_PREFIX))
-        for k, v in metrics.items():
-            per_task[task.kind][k].append(v)
-        items.append({"index": index, "task": task.kind, "extraction": extraction.status, **metrics})
-    summary = {}
-    for kind, m in per_task.items():
-        summary[kind] = {"items": counts[kind]["items"], **{k: float(np.mean(v)) for k, v in sorted(m.items())}}
-        summary[kind]["render_rate"] = counts[kind]["rendered"] / max(1, counts[kind]["items"])
-    return {"summary": summary, "counts": {k: dict(v) for k, v in counts.items()}, "items": items}
+                sample.render_error = getattr(result.failure, "value", result.failure)
+                c[f"render_{sample.render_error}"] += 1
+        answer = answer_scores(sample, ref_trace, rewards=False)
+        answer.update({CODE_PREFIX + k: v for k, v in code_metrics.items()})
+        samples.append(sample)
+        ref_traces.append(ref_trace)
+        scores.append(answer)
+        names.setdefault(task.kind, {}).update(dict.fromkeys(answer))
+        items.append({"index": index, "task": task.kind, "extraction": extraction.status, **answer})
+    metrics = policy_metrics(samples, ref_traces, rewards=False, scores=scores)
+    for name in CHART_COUNTS:
+        if metrics.get(f"eval/chart/{name}"):
+            counts["chart"][name] = metrics[f"eval/chart/{name}"]
+    summary = {kind: {"items": counts[kind]["items"], **{n: metrics[f"eval/{kind}/{n}"] for n in task_names}}
+               for kind, task_names in sorted(names.items())}
+    return {"metrics": metrics, "summary": summary, "counts": {k: dict(v) for k, v in counts.items()},
+            "items": items}
 
 
 def _reference_trace(info: dict, reference_code: str, render_fn: Callable, counts: Counter) -> Optional[dict]:
-    """The row's stored reference trace; else trace the reference code now (counted); else None (counted)."""
+    """The row's stored reference trace; else trace the reference code now (counted); else None."""
     stored = reference_trace(info)
     if stored is not None:
         return stored
@@ -126,12 +138,13 @@ def _reference_trace(info: dict, reference_code: str, render_fn: Callable, count
     if is_trace(traced):
         counts["reference_traced"] += 1
         return traced
-    counts["no_reference_trace"] += 1
     return None
 
 
 def format_policy_summary(summary: dict) -> str:
-    keys = sorted({k for s in summary.values() for k in s if k != "items"})
+    """A markdown table, one row per task: the shared metrics, then the code-level ones."""
+    keys = list(dict.fromkeys(k for _, s in sorted(summary.items()) for k in s if k != "items"))
+    keys.sort(key=lambda k: k.startswith(CODE_PREFIX))
     lines = ["| task | items | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for kind, s in sorted(summary.items()):
         cells = [f"{s[k]:.3f}" if k in s else "–" for k in keys]

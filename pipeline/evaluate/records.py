@@ -15,8 +15,8 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from pipeline.sample import TASK_KINDS
 from pipeline.data.records import RecordFormatError, decode_image, read_rows
+from pipeline.sample import TASK_KINDS
 
 
 @dataclass

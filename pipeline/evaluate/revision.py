@@ -2,7 +2,8 @@
 
 The policy answers each held-out prompt (greedy), the critic judges, and the policy revises with that feedback
 for up to K rounds (`pipeline/revision.py`); the answers kept after each round are scored with the driver's
-held-out metrics (`pipeline.loop.stages.evaluate_policy`): render rate, critic reward, SSIM / MSE, TEDS (tables),
+held-out evaluation (`pipeline.loop.stages.evaluate_policy`, scored by pipeline/metrics/policy.py, the same
+names as `python -m pipeline.evaluate policy`): render rate, critic reward, SSIM / MSE, TEDS (tables),
 ChartMimic-style chart F1s — per task and round, with the tokens and seconds each round spent. Output: a
 markdown table, `revision.json` and a plot of metric vs round (the paper's test-time scaling figure).
 
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS, RewardScorer
+from pipeline.data.datasets import prepare_datasets
+from pipeline.data.loader import PromptLoader, load_prompts
+from pipeline.loop.stages import evaluate_policy
+from pipeline.render import InProcessRenderPool, configure
+from pipeline.rollout import make_rollout
+from pipeline.tiny import ensure_models
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +38,6 @@ PLOT_METRICS = (("reward", "critic reward"), ("render_ok", "render rate"), ("ssi
 
 def load_eval_prompts(cfg: Config, data: list[Path] | None):
     """The prompts to revise on: the given parquet files/dirs, else the run config's held-out split."""
-    from pipeline.data.loader import load_prompts
-    from pipeline.data.datasets import prepare_datasets
-
     if data:
         prompts, rejected = load_prompts(data)
         if rejected:
@@ -47,11 +52,6 @@ def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, 
 
     `rollout` (a `pipeline.rollout` backend), `scorer` (anything with `.measure` and `.function`, e.g. a
     `RewardScorer`) and `render_pool` (`.map`) default to the ones the config names, built here."""
-    from pipeline.data.loader import PromptLoader
-    from pipeline.tiny import ensure_models
-    from pipeline.render import InProcessRenderPool, configure
-    from pipeline.loop.stages import evaluate_policy
-
     prompts = load_eval_prompts(cfg, data)
     if not prompts:
         raise ValueError("no prompts to evaluate (empty held-out split: data.synth_eval_per_task, or --data)")
@@ -59,15 +59,11 @@ def evaluate_revision(cfg: Config, rounds: int, data: list[Path] | None = None, 
         configure(cfg.render)
         render_pool = InProcessRenderPool()
     if scorer is None:
-        from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS, RewardScorer
-
         models = ensure_models(cfg.models, policy=False, reward=cfg.reward.backend in LOCAL_MODEL_BACKENDS)
         scorer = RewardScorer(cfg.reward, models)
     if rollout is None:
-        from pipeline.rollout import make_rollout
-
-        rollout = make_rollout(ensure_models(cfg.models, reward=False), cfg.rollout, device="cpu" if cfg.rollout.num_gpus <= 0 else "cuda",
-                               seed=cfg.run.seed)
+        device = "cpu" if cfg.rollout.num_gpus <= 0 else "cuda"
+        rollout = make_rollout(ensure_models(cfg.models, reward=False), cfg.rollout, device=device, seed=cfg.run.seed)
 
     def generate(batch):
         return rollout.generate(batch, 1, True)
@@ -119,10 +115,10 @@ def format_revision_table(report: dict[str, Any]) -> str:
 
 def plot_revision(report: dict[str, Any], path: Path) -> Path:
     """Metric vs round, one line per task, one panel per metric."""
-    import matplotlib
+    import matplotlib  # heavy, and only the written report needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
 
     fig, axes = plt.subplots(1, len(PLOT_METRICS), figsize=(4 * len(PLOT_METRICS), 3.2), constrained_layout=True)
     for ax, (metric, title) in zip(axes, PLOT_METRICS):

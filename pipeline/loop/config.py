@@ -6,6 +6,7 @@ from pydantic import Field
 
 from pipeline.schema import Strict
 
+
 class StreamConfig(Strict):
     # Rollouts may run this many policy versions ahead of the trainer; 0 = synchronous (generate, then train).
     max_staleness: int = Field(1, ge=0)

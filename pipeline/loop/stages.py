@@ -1,32 +1,24 @@
 """What the driver does to samples between actors: code extraction + rendering, reward measurement, and
-evaluation of the policy on held-out prompts. Pools are passed in (duck-typed), so no Ray here."""
+evaluation of the policy on held-out prompts (generation, rendering and judging here; the scoring itself is
+pipeline/metrics/policy.py, shared with `python -m pipeline.evaluate policy`). Pools are passed in
+(duck-typed), so no Ray here."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Callable
 
-import numpy as np
-
-from pipeline.metrics.chart import CHART_SCORE_KEYS, chart_scores, failed_chart_scores, is_trace
-from pipeline.metrics.image import image_metrics
-from pipeline.metrics.table import teds
+from pipeline.metrics.chart import is_trace
+from pipeline.metrics.policy import RENDER_TRACE, policy_metrics
 from pipeline.render.result import RenderRequest
-from pipeline.revision import RevisionConfig
-from pipeline.revision import RevisionRun, revise
+from pipeline.revision import RevisionConfig, RevisionRun, revise
 from pipeline.sample import REFERENCE_TRACE, Sample
 from pipeline.tasks import get_task
-
-
-# Sample.extra key of the rendering's chart trace (pipeline/render/trace.py); the reference's,
-# REFERENCE_TRACE, comes from the dataset row's extra_info.chart_trace when the data loader carries it.
-RENDER_TRACE = "render_trace"
 
 
 def render_stage(samples: list[Sample], render_pool, trace_charts: bool = False) -> list[Sample]:
     """Extract each response's code and render it; a sample without code is passed on (the reward's failure
     rules score it), a render failure is recorded by type. `trace_charts`: charts also come back with their
-    ChartMimic-style trace, kept in `extra["render_trace"]` (None when tracing gave none)."""
+    ChartMimic-style trace, kept in `extra[RENDER_TRACE]` (None when tracing gave none)."""
     todo = []
     for s in samples:
         extraction = get_task(s.task).extract_code(s.response_text)
@@ -48,8 +40,9 @@ def render_stage(samples: list[Sample], render_pool, trace_charts: bool = False)
 
 
 def reference_traces(samples: list[Sample], render_pool) -> tuple[list[dict | None], int]:
-    """Each chart sample's reference trace: the one its dataset row carried, else traced now from its ground
-    truth code in the render pool (one render per distinct prompt; the count is returned)."""
+    """Each chart sample's reference trace: the one its dataset row carried (`extra[REFERENCE_TRACE]`, from
+    extra_info.chart_trace), else traced now from its ground truth code in the render pool (one render per
+    distinct prompt; the count is returned)."""
     out: list[dict | None] = [None] * len(samples)
     todo: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
@@ -96,17 +89,13 @@ def finalize_groups(reward_function, groups: list[list[Sample]]) -> dict:
     return reward_function.finalize(samples, [s.extra.pop("reward_partial") for s in samples])
 
 
-# chart_scores() keys → eval/chart/<name>
-CHART_EVAL_NAMES = {"text_f1": "text_f1", "layout_f1": "layout_f1", "type_f1": "type_f1",
-                    "color_f1": "color_f1", "chart_low_level": "low_level"}
-
-
 def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], list[Sample]], render_pool,
                     reward_pool, revision_rounds: int = 0, revision: RevisionConfig | None = None) -> dict[str, float]:
-    """Greedy responses on held-out prompts, scored by `policy_metrics` (eval/...). With `revision_rounds`,
-    each answer is then revised with the critic's feedback (pipeline/revision.py) and the answers kept after
-    round k are scored again under eval/revision/round<k>/... (round 0 = the first answers), with the tokens
-    and seconds each round spent."""
+    """Greedy responses on held-out prompts, judged by the critic and scored by
+    `pipeline.metrics.policy.policy_metrics` (eval/..., plus eval/chart/reference_traced: reference codes
+    traced now). With `revision_rounds`, each answer is then revised with the critic's feedback
+    (pipeline/revision.py) and the answers kept after round k are scored again under
+    eval/revision/round<k>/... (round 0 = the first answers), with the tokens and seconds each round spent."""
     def render(samples):
         return render_stage(samples, render_pool, trace_charts=True)
 
@@ -142,60 +131,4 @@ def revision_metrics(run: RevisionRun, ref_traces: list[dict | None], rounds: in
         elif k:
             out.update({prefix + "revised": 0, prefix + "tokens": 0, prefix + "seconds": 0.0})
     out["eval/revision/stopped_clean"] = sum(item.stopped == "clean" for item in run.items)
-    return out
-
-
-def policy_metrics(samples: list[Sample], ref_traces: list[dict | None]) -> dict[str, float]:
-    """Rendered, judged answers → reward, render success, SSIM / MSE per task, TEDS for tables, and for charts
-    ChartMimic-style text / layout / type / colour F1 and their mean (`low_level`) between the traces of
-    rendering and reference (`ref_traces[i]`, from `reference_traces`). A chart without a trace of its own (no
-    code, render failure, tracing failed) scores 0 on those; a rendered one without a trace is counted in
-    eval/chart/trace_missing. A chart whose reference has no trace gets no chart scores, counted in
-    eval/chart/no_reference_trace."""
-    per_task: dict[str, dict[str, list[float]]] = {}
-    chart_counts: Counter = Counter()
-    excluded = Counter()
-    for s, ref_trace in zip(samples, ref_traces, strict=True):
-        if s.excluded:  # an infrastructure failure says nothing about the policy: counted, not averaged
-            excluded[s.excluded.split(":", 1)[0]] += 1
-            continue
-        m = per_task.setdefault(s.task, {"reward": [], "render_ok": [], "ssim": [], "mse": [], "teds": []})
-        m["reward"].append(float(s.reward))
-        m["render_ok"].append(float(s.rendered_image is not None))
-        if s.rendered_image is not None:
-            pixels = image_metrics(s.rendered_image, s.reference_image)
-            m["ssim"].append(pixels["ssim"])
-            m["mse"].append(pixels["mse"])
-        else:  # nothing drawn: the worst score, so failures pull the average down instead of vanishing
-            m["ssim"].append(0.0)
-            m["mse"].append(1.0)
-        if s.task == "table" and s.ground_truth_code:
-            m["teds"].append(teds(s.code, s.ground_truth_code))
-        if s.task == "chart":
-            if ref_trace is None:
-                chart_counts["no_reference_trace"] += 1
-                continue
-            own = s.extra.get(RENDER_TRACE)
-            if is_trace(own):
-                scores = chart_scores(own, ref_trace)
-            else:  # no code or a render failure (counted above), or a rendering that came back untraced
-                chart_counts["trace_missing"] += s.rendered_image is not None
-                scores = failed_chart_scores()
-            for key in CHART_SCORE_KEYS:
-                m.setdefault(CHART_EVAL_NAMES[key], []).append(scores[key])
-    out: dict[str, float] = {"eval/samples": len(samples)}
-    for task, metrics in sorted(per_task.items()):
-        for name, values in metrics.items():
-            if values:
-                out[f"eval/{task}/{name}"] = float(np.mean(values))
-    scored = [s.reward for s in samples if not s.excluded]
-    out["eval/reward"] = float(np.mean(scored)) if scored else 0.0
-    out["eval/excluded"] = sum(excluded.values())
-    for reason, count in excluded.items():
-        out[f"eval/excluded/{reason}"] = count
-    for kind, count in Counter(s.render_error for s in samples if s.render_error).items():
-        out[f"eval/render_failures/{kind}"] = count
-    if any(s.task == "chart" for s in samples):
-        out["eval/chart/trace_missing"] = chart_counts["trace_missing"]
-        out["eval/chart/no_reference_trace"] = chart_counts["no_reference_trace"]
     return out

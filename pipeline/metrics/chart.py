@@ -1,9 +1,9 @@
 """ChartMimic-style low-level chart scores of a policy's chart: text, layout, chart-type and colour F1 between
-the trace of its rendering and the reference chart's trace, plus their mean (`chart_low_level`, the
-ChartMimic low-level score). The traces themselves are made inside the render sandbox
-(`RenderRequest(trace=True)` → `RenderResult.trace`, see pipeline/render/trace.py); the reference's
-is stored with each synthetic chart row (`extra_info.chart_trace`, JSON) so evaluation never re-runs
-reference code for datasets that carry it.
+the trace of its rendering and the reference chart's trace, plus their mean (`low_level`, the ChartMimic
+low-level score); pipeline/metrics/policy.py reports them as eval/chart/<name>. The traces themselves are
+made inside the render sandbox (`RenderRequest(trace=True)` → `RenderResult.trace`, see
+pipeline/render/trace.py); the reference's is stored with each synthetic chart row (`extra_info.chart_trace`,
+JSON) so evaluation never re-runs reference code for datasets that carry it.
 """
 
 from __future__ import annotations
@@ -11,25 +11,23 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from pipeline.render.trace import InvalidTrace, chart_trace_metrics, validate_trace
+from pipeline.render.trace import TRACE_KEYS, InvalidTrace, chart_trace_metrics, validate_trace
 
 CHART_F1_KEYS = ("text_f1", "layout_f1", "type_f1", "color_f1")
-CHART_SCORE_KEYS = (*CHART_F1_KEYS, "chart_low_level")
+CHART_SCORE_KEYS = (*CHART_F1_KEYS, "low_level")
 TRACE_FIELD = "chart_trace"  # extra_info key of a synthetic chart row (a JSON string)
-TRACE_KEYS = ("texts", "layout", "types", "colors")
 
 
-def chart_scores(predicted_trace: dict, reference_trace: dict, prefix: str = "") -> dict[str, float]:
-    """The four F1s and their mean. `prefix` keeps the names apart from other metrics in the same table
-    (the policy CLI also reports the chart task's code-level `text_f1`)."""
+def chart_scores(predicted_trace: dict, reference_trace: dict) -> dict[str, float]:
+    """The four F1s and their mean, keyed by CHART_SCORE_KEYS."""
     scores = chart_trace_metrics(predicted_trace, reference_trace)
-    scores["chart_low_level"] = sum(scores[k] for k in CHART_F1_KEYS) / len(CHART_F1_KEYS)
-    return {prefix + k: v for k, v in scores.items()}
+    scores["low_level"] = sum(scores[k] for k in CHART_F1_KEYS) / len(CHART_F1_KEYS)
+    return scores
 
 
-def failed_chart_scores(prefix: str = "") -> dict[str, float]:
+def failed_chart_scores() -> dict[str, float]:
     """What a chart that produced no trace scores (no code, render failure, tracing failed): the worst."""
-    return {prefix + k: 0.0 for k in CHART_SCORE_KEYS}
+    return {k: 0.0 for k in CHART_SCORE_KEYS}
 
 
 def is_trace(trace: Any) -> bool:

@@ -34,6 +34,7 @@ class ChartTracer:
         self._saved: dict[str, Any] = {}
 
     def __enter__(self) -> "ChartTracer":
+        # matplotlib: only a process that draws charts traces them; validate_trace and the metrics need no matplotlib
         from matplotlib.axes import Axes
 
         for name in CHART_CALLS:
@@ -57,6 +58,7 @@ class ChartTracer:
         return self
 
     def __exit__(self, *exc) -> None:
+        # matplotlib: loaded already by whoever traces (see __enter__)
         from matplotlib.axes import Axes
 
         for name, original in self._saved.items():
@@ -65,6 +67,7 @@ class ChartTracer:
 
 
 def _hex(color: Any) -> str | None:
+    # matplotlib: loaded already by whoever traces
     from matplotlib.colors import to_hex, to_rgba
 
     try:
@@ -77,6 +80,7 @@ def _hex(color: Any) -> str | None:
 def trace_figure(fig: Any, calls: list[str], draw: bool = True) -> dict[str, Any]:
     """Texts, layout cells, chart types and artist colours of a figure, as JSON-able lists. `draw=False`
     when the caller has just drawn it (the render child), so it is not drawn twice."""
+    # matplotlib: loaded already by whoever traces
     from matplotlib.collections import Collection
     from matplotlib.image import AxesImage
     from matplotlib.lines import Line2D
@@ -132,7 +136,7 @@ def trace_figures(figs: list[Any], calls: list[str], draw: bool = True) -> dict[
 TRACE_MAX_ITEMS = {"texts": 256, "layout": 256, "types": 256, "colors": 1024}
 TRACE_MAX_TEXT_CHARS = 160
 TRACE_MAX_GRID = 10_000  # rows / cols / cell index of one subplot spec
-TRACE_KEYS = ("texts", "layout", "types", "colors")
+TRACE_KEYS = ("texts", "layout", "types", "colors")  # the keys of every trace (pipeline/metrics reads them here)
 CHART_TYPES = frozenset(t for t in CHART_CALLS.values() if t)
 _HEX_COLOR = re.compile(r"#[0-9a-f]{6}")
 _CMAP_COLOR = re.compile(r"cmap:[A-Za-z0-9_.+\-]{1,64}")
