@@ -49,8 +49,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.evaluate.benchmark import evaluate_critic, make_predictor  # noqa: E402
-from pipeline.sample import TASK_KINDS  # noqa: E402
 from pipeline.evaluate.config import CriticEvalConfig, CriticSource
+from pipeline.sample import TASK_KINDS  # noqa: E402
 
 CRITICS = ("untrained", "trained", "trivial", "pixel", "structural")
 SETS = ("edit", "natural", "clean")

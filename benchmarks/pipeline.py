@@ -75,8 +75,8 @@ REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "pipeline" / "main.py"
 sys.path.insert(0, str(REPO))  # pipeline.critic: the local chat endpoint and the judgement categories
 
-from pipeline.runlog.layout import RunLayout
 from pipeline.critic.testing import ChatServer  # noqa: E402
+from pipeline.runlog.layout import RunLayout
 
 # The workload both modes run. Sized so the two halves of the loop are comparable on a 2-core CPU box: the
 # trainer's update (1 rank, 1 torch thread) and the rollout worker's generate (1 torch thread) take similar

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ray
 
 from actors.reward import RewardPool
+from pipeline.critic.testing import random_samples, tiny_reward_config
 from pipeline.models.config import ModelsConfig
 from pipeline.tiny import ensure_models
-from pipeline.critic.testing import random_samples, tiny_reward_config
 
 
 def run(batch_size: int, replicas: int, n: int, models: ModelsConfig, repeats: int) -> dict:

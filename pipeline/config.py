@@ -19,14 +19,27 @@ from pipeline.critic.config import RewardConfig
 from pipeline.data.config import DataConfig, DatasetConfig  # noqa: F401 - DataConfig: re-exported
 from pipeline.loop.config import StreamConfig
 from pipeline.models.config import (  # noqa: F401 - the tiny sections: re-exported for tools and tests
-    ModelConfig, ModelsConfig, TinyCriticTrainConfig, TinyModelConfig, TinyTextConfig, TinyVisionConfig,
-    TinyWarmStartConfig)
+    ModelConfig,
+    ModelsConfig,
+    TinyCriticTrainConfig,
+    TinyModelConfig,
+    TinyTextConfig,
+    TinyVisionConfig,
+    TinyWarmStartConfig,
+)
 from pipeline.render.config import RenderConfig
 from pipeline.revision import RevisionConfig
 from pipeline.rollout.config import RolloutConfig, SamplingConfig, VLLMRolloutConfig  # noqa: F401
 from pipeline.runlog.config import LoggingConfig, WandbConfig  # noqa: F401
 from pipeline.schema import (  # noqa: F401 - load_section, read_yaml_mapping: re-exported
-    ConfigError, Strict, deep_merge, load_section, read_section_data, read_yaml_mapping, validate)
+    ConfigError,
+    Strict,
+    deep_merge,
+    load_section,
+    read_section_data,
+    read_yaml_mapping,
+    validate,
+)
 from pipeline.training.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

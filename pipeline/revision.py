@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.schema import Strict
 from pipeline.sample import PROMPT_EXTRA_KEYS, Sample
+from pipeline.schema import Strict
 from pipeline.tasks import get_task
 from pipeline.tasks.prompts import DISCREPANCY_LINE, NO_DISCREPANCY_LINE, REVISION_PROMPTS
 

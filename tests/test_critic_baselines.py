@@ -9,13 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.critic.baselines import (
-    CriticUnusable, PixelCritic, StructuralCritic, TrivialCritic, region_name,
+    CriticUnusable,
+    PixelCritic,
+    StructuralCritic,
+    TrivialCritic,
+    region_name,
 )
-from pipeline.sample import JudgementLimits
 from pipeline.critic.training.dataset import CriticExample, make_row, write_dataset
 from pipeline.evaluate.benchmark import evaluate_critic
 from pipeline.evaluate.config import CriticEvalConfig, CriticSource
 from pipeline.evaluate.records import iter_bench_items
+from pipeline.sample import JudgementLimits
 
 LIMITS = JudgementLimits()
 SIDE = 48

@@ -10,13 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.critic.config import FORMAT_NAMES, builtin_format
-from pipeline.sample import JudgementLimits
-from pipeline.critic.training.dataset import CriticDataError, make_row, read_examples, write_dataset
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.schema import fit_text, schema_json, serialize_answer
-from pipeline.sample import CATEGORIES
+from pipeline.critic.training.dataset import CriticDataError, make_row, read_examples, write_dataset
 from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.generators import generate_program, item_rng
+from pipeline.sample import CATEGORIES, JudgementLimits
 
 LIMITS = JudgementLimits(max_errors=4, max_location_chars=48, max_description_chars=96)
 

@@ -16,9 +16,9 @@ from PIL import Image
 from pipeline.critic.backends.hf import PresencePenalty
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.schema import json_schema
-from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer
 from pipeline.critic.testing import random_samples, tiny_reward_config
+from pipeline.sample import CATEGORIES
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,9 @@ from pipeline.critic.backends import JudgeRequest
 from pipeline.critic.backends.openai import OpenAIBackend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.schema import json_schema
-from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer
 from pipeline.critic.testing import ChatServer, random_samples
+from pipeline.sample import CATEGORIES
 
 MAX_REQUESTS = 400  # a server answers 503 after this many, whatever the test does
 LIFETIME_S = 90  # and shuts itself down after this long

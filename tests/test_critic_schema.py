@@ -7,11 +7,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from pipeline.sample import JudgementLimits
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.prompts import messages, prompt
 from pipeline.critic.schema import json_schema, judgement_model, worst_case_tokens
-from pipeline.sample import CATEGORIES
+from pipeline.sample import CATEGORIES, JudgementLimits
 
 LIMITS = JudgementLimits(max_errors=3, max_location_chars=10, max_description_chars=20)
 

@@ -12,15 +12,14 @@ import time
 import pytest
 from lxml import etree
 
-from pipeline.sample import JudgementLimits
 from pipeline.critic.schema import judgement_model
-from pipeline.sample import CATEGORIES
 from pipeline.critic.structural import StructuralDiffError, StructuralTeacher, structural_diff
+from pipeline.data.compact import compact_program
 from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.tables import generate_table_spec, table_to_html, table_to_markdown
 from pipeline.metrics.critic import evaluate_predictions
-from pipeline.data.compact import compact_program
+from pipeline.sample import CATEGORIES, JudgementLimits
 
 TASKS = ("chart", "table", "svg")
 PAIRS_PER_TASK = 40

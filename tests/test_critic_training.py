@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 import pytest
+import torch
 
-from pipeline.sample import JudgementLimits
-from pipeline.critic.training.dataset import CriticDataError, make_row, write_dataset
 from pipeline.critic.testing import TINY_LIMITS
 from pipeline.critic.training.config import CriticTrainConfig, load_train_config
+from pipeline.critic.training.dataset import CriticDataError, make_row, write_dataset
+from pipeline.sample import JudgementLimits
 from pipeline.schema import ConfigError
 
 LIMITS = JudgementLimits(**TINY_LIMITS)
@@ -187,12 +187,12 @@ def test_a_bad_set_fails_before_training_through_both_launchers(tmp_path, critic
 # ------------------------------------------------------------------------------------------- training
 def test_sft_lowers_the_loss_and_final_serves_valid_answers(tmp_path, critic_set, model_cache, ray_session):
     from actors.critic_trainer import train_on_ray
-    from pipeline.models.config import ModelConfig
     from pipeline.critic.backends.base import JudgeRequest
     from pipeline.critic.backends.hf import HFBackend
-    from pipeline.critic.training.dataset import read_examples
     from pipeline.critic.schema import worst_case_tokens
     from pipeline.critic.testing import tiny_reward_config
+    from pipeline.critic.training.dataset import read_examples
+    from pipeline.models.config import ModelConfig
 
     out = tmp_path / "run"
     cfg = make_cfg(critic_set, out, model_cache, "steps=30", "micro_batch_size=2", "warmup_steps=3",

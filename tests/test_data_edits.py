@@ -113,7 +113,7 @@ def test_every_table_edit_keeps_the_grid_rectangular(name):
 
 
 def test_table_delete_row_under_a_row_span():
-    from pipeline.data.edits.table import build_grid, delete_row, _parse
+    from pipeline.data.edits.table import _parse, build_grid, delete_row
 
     table = _parse(TABLE)
     g = build_grid(table)

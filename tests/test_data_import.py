@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 from pipeline.config import REPO_ROOT
 from pipeline.data.importers import FAILURES_FILE, REPORT_FILE, import_dataset
 from pipeline.data.importers.formats import SourceError, pubtabnet_html
-from pipeline.data.records import read_rows
 from pipeline.data.loader import load_prompts
+from pipeline.data.records import read_rows
 
 CHART = """import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(4, 3))

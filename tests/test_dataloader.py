@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.data.records import png_bytes, write_parquet
 from pipeline.data.loader import PromptLoader, load_prompts, structured_messages
+from pipeline.data.records import png_bytes, write_parquet
 
 
 def _row(i, task="chart", image=True, prompt=None):

@@ -316,8 +316,8 @@ def test_second_ctrl_c_aborts_fast_without_leaving_processes(tmp_path, caches):
 def _expected_order(caches: list[str], steps: int, *overrides: str) -> list[list[str]]:
     """The prompts the loader gives each step: what any run of this config must train on, faults or not."""
     from pipeline.config import load_config
-    from pipeline.data.loader import PromptLoader
     from pipeline.data.datasets import prepare_datasets
+    from pipeline.data.loader import PromptLoader
 
     cfg = load_config(None, ["data.synth_eval_per_task=0", *caches, *overrides])
     train, _ = prepare_datasets(cfg.data)

@@ -5,8 +5,18 @@ import math
 import pytest
 
 from pipeline.metrics.critic import (
-    Counts, Discrepancy, LLMJudgeMatcher, Match, RecordError, SimilarityMatcher, evaluate_predictions,
-    normalize_category, parse_discrepancies, pearson, score_item, summarize,
+    Counts,
+    Discrepancy,
+    LLMJudgeMatcher,
+    Match,
+    RecordError,
+    SimilarityMatcher,
+    evaluate_predictions,
+    normalize_category,
+    parse_discrepancies,
+    pearson,
+    score_item,
+    summarize,
 )
 
 

@@ -11,11 +11,11 @@ import threading
 import pytest
 from PIL import Image
 
+from pipeline.critic.backends.vllm import vllm_available
+from pipeline.critic.testing import ChatServer
 from pipeline.evaluate.benchmark import evaluate_critic, text_judge
 from pipeline.evaluate.config import CriticEvalConfig
 from pipeline.metrics.critic import VERDICT_SCHEMA, LLMJudgeMatcher, parse_discrepancies, parse_verdict
-from pipeline.critic.backends.vllm import vllm_available
-from pipeline.critic.testing import ChatServer
 
 LIFETIME_S = 60  # the fake judge shuts itself down after this long, whatever the test does
 

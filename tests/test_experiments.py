@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.schema import ConfigError
 from pipeline.experiments import ablation, hacking
+from pipeline.schema import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,9 +20,9 @@ ray = pytest.importorskip("ray")
 
 from actors.reward import RewardPool
 from actors.rollout import RolloutError, RolloutPool
-from pipeline.rollout.config import RolloutConfig
 from pipeline.critic.testing import random_samples
 from pipeline.rewards.compose import infrastructure_failure
+from pipeline.rollout.config import RolloutConfig
 from pipeline.sample import Sample
 
 

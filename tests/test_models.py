@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.models.config import ModelConfig, TinyModelConfig
 from pipeline.models import load_model, load_model_and_processor, load_processor, model_dir
+from pipeline.models.config import ModelConfig, TinyModelConfig
 from pipeline.tiny import ensure_model, tiny_cache_key
 from pipeline.tiny import tokenizer as tok
 from pipeline.tiny.corpus import code_corpus

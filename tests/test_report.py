@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.runlog import report, wandb_offline
 from pipeline.config import REPO_ROOT, load_config
-from pipeline.sample import Sample
+from pipeline.runlog import report, wandb_offline
 from pipeline.runlog.tracking import TABLE_COLUMNS, TABLE_KEY, Tracker
+from pipeline.sample import Sample
 
 CHROMIUM = next((p for p in report.CHROMIUM_PATHS if os.access(p, os.X_OK)), None)
 needs_chromium = pytest.mark.skipif(

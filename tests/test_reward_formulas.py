@@ -10,11 +10,10 @@ import pytest
 from pipeline.critic.backends.base import RawAnswer, RewardBackend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement, parse_judgement
-from pipeline.sample import CATEGORIES
 from pipeline.critic.scorer import RewardScorer
 from pipeline.rewards import RewardFunction, precheck
 from pipeline.rewards.baselines import normalized_edit_similarity
-from pipeline.sample import Sample
+from pipeline.sample import CATEGORIES, Sample
 
 WHITE = np.full((32, 32, 3), 255, np.uint8)
 

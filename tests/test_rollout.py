@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pipeline.config import load_config
-from pipeline.rollout.config import RolloutConfig, SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout import HFRollout, Rollout, RolloutUnavailable, make_rollout
 from pipeline.rollout.base import (
     cut_at_stop,
@@ -19,6 +18,7 @@ from pipeline.rollout.base import (
     stop_token_ids,
     vision_token_ids,
 )
+from pipeline.rollout.config import RolloutConfig, SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout.vllm import VLLMRollout, bad_words_for, sampled_token_logprobs, vllm_import_error
 from pipeline.sample import Sample
 from pipeline.schema import ConfigError

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.sample import Sample
 from pipeline.loop.streaming import StreamError, StreamingScheduler
+from pipeline.sample import Sample
 
 N = 3  # group size
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.runlog import wandb_offline
 from pipeline.config import load_config
-from pipeline.schema import ConfigError
-from pipeline.sample import Sample
+from pipeline.runlog import wandb_offline
 from pipeline.runlog.tracking import TABLE_COLUMNS, TABLE_KEY, StepProgress, Tracker, select_table_samples
+from pipeline.sample import Sample
+from pipeline.schema import ConfigError
 
 
 def _samples(step: int, rng: np.random.Generator, tasks=("chart", "table", "svg"), n=4) -> list[list[Sample]]:

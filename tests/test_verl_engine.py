@@ -637,9 +637,9 @@ def test_a_weight_sync_leaves_the_rollout_with_exactly_the_trainers_weights(sing
     """The trainer's export loaded through the rollout seam (`Rollout.load_weights`, HF backend): every engine
     parameter equals the trainer's afterwards (a dropped or misnamed tensor would stay stale), in fp32 and with
     bf16 on the wire."""
-    from pipeline.rollout.config import SamplingConfig
     from pipeline.models.config import ModelConfig, ModelsConfig
     from pipeline.rollout import HFRollout
+    from pipeline.rollout.config import SamplingConfig
 
     rollout = HFRollout(ModelsConfig(policy=ModelConfig(path=str(tiny_model_dir))), SamplingConfig(n=1))
     parameters = {name for name, _ in rollout.model.named_parameters()}

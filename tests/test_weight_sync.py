@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import torch
 
-from pipeline.rollout.weight_sync import Handshake, WeightSyncError, to_wire, weight_meta
 from pipeline.distributed import free_port
+from pipeline.rollout.weight_sync import Handshake, WeightSyncError, to_wire, weight_meta
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from typing import Any, Iterable, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.sample import CATEGORIES
 from pipeline.critic.structural import StructuralDiffError, structural_diff
+from pipeline.sample import CATEGORIES
 
 REGION_ROWS = ("top", "middle", "bottom")
 REGION_COLS = ("left", "center", "right")

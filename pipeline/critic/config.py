@@ -35,8 +35,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.sample import TaskKind
-from pipeline.sample import JudgementLimits
+from pipeline.sample import JudgementLimits, TaskKind
 from pipeline.schema import Strict, deep_merge, load_section
 
 

@@ -22,12 +22,20 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.config import DEFAULT_CONFIG
-from pipeline.models.config import ModelsConfig
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, to_array
+from pipeline.models.config import ModelsConfig
 from pipeline.sample import TASK_KINDS, Sample
-from pipeline.schema import (ConfigError, Strict, check_keys, check_path, parse_override, read_yaml_mapping,
-                             set_path, validate)
+from pipeline.schema import (
+    ConfigError,
+    Strict,
+    check_keys,
+    check_path,
+    parse_override,
+    read_yaml_mapping,
+    set_path,
+    validate,
+)
 
 NO_CODE_GIVEN = "# (no code given on the command line)"
 

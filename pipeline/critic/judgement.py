@@ -31,9 +31,8 @@ import jsonschema
 from pydantic import ValidationError
 
 from pipeline.critic.config import OURS_FORMAT, AnswerFormat
-from pipeline.sample import JudgementLimits
 from pipeline.critic.schema import json_schema, judgement_model, read_answer
-from pipeline.sample import CATEGORIES
+from pipeline.sample import CATEGORIES, JudgementLimits
 
 
 @dataclass

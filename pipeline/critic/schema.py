@@ -19,9 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.critic.config import OURS_FORMAT, AnswerFormat
-from pipeline.sample import JudgementLimits
-from pipeline.sample import CATEGORIES, SEVERITIES
-
+from pipeline.sample import CATEGORIES, SEVERITIES, JudgementLimits
 
 # Free text: printable characters of the Basic Multilingual Plane except the quote and the backslash — no
 # escape sequences, no control characters (Python's json refuses raw ones, which xgrammar's plain string rule

@@ -11,10 +11,10 @@ import logging
 import time
 from typing import Any
 
-from pipeline.models.config import ModelsConfig
 from pipeline.critic.backends import JudgeRequest, RewardBackend, make_backend
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement
+from pipeline.models.config import ModelsConfig
 from pipeline.rewards.compose import Partial, RewardFunction, precheck
 from pipeline.sample import TASK_KINDS, Sample
 

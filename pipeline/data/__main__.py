@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.sample import TASK_KINDS
 from pipeline.data.config import DataConfig
+from pipeline.sample import TASK_KINDS
 
 
 def main(argv: list[str] | None = None) -> int:

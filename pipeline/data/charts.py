@@ -12,7 +12,17 @@ import random
 from typing import Callable
 
 from pipeline.data.vocab import (
-    AXIS_NAMES, CATEGORY_SETS, CMAPS, HATCHES, LINESTYLES, MARKERS, PALETTE, SERIES_NAMES, TOPICS, UNITS, WORDS,
+    AXIS_NAMES,
+    CATEGORY_SETS,
+    CMAPS,
+    HATCHES,
+    LINESTYLES,
+    MARKERS,
+    PALETTE,
+    SERIES_NAMES,
+    TOPICS,
+    UNITS,
+    WORDS,
 )
 
 CHART_TYPES = ("bar", "grouped_bar", "stacked_bar", "barh", "line", "scatter", "pie", "histogram", "area",

@@ -11,8 +11,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.sample import TASK_KINDS
 from pipeline.render import make_renderer
+from pipeline.sample import TASK_KINDS
 from pipeline.tasks import get_task
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from lxml import etree
 
 from pipeline.data.vocab import CATEGORY_SETS, SERIES_NAMES
 
+
 def _nonzero(v: float, decimals: int) -> float:
     """Round, but never to zero: "-0.0" and "+0.0" read as rendering bugs, not as data."""
     r = round(v, decimals)

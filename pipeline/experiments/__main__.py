@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_ablation(cfg, progress: bool = True) -> dict:
-    from pipeline.critic.scorer import RewardScorer
+    from pipeline.critic.scorer import LOCAL_MODEL_BACKENDS, RewardScorer
     from pipeline.data.datasets import prepare_datasets
     from pipeline.experiments import ablation, hacking
     from pipeline.render import configure, render
     from pipeline.runlog.tracking import setup_console_logging
+    from pipeline.tiny import ensure_models
 
     started = time.perf_counter()
     first = ablation.arm_config(cfg, cfg.arms[0], cfg.seeds[0])
@@ -65,7 +66,8 @@ def run_ablation(cfg, progress: bool = True) -> dict:
     scorers = {}
     for arm in cfg.arms:
         arm_cfg = ablation.arm_config(cfg, arm, cfg.seeds[0])
-        scorers[arm.name] = RewardScorer(arm_cfg.reward, arm_cfg.models)
+        models = ensure_models(arm_cfg.models, policy=False, reward=arm_cfg.reward.backend in LOCAL_MODEL_BACKENDS)
+        scorers[arm.name] = RewardScorer(arm_cfg.reward, models)
     probe_table = hacking.score_probes(probes, scorers)
 
     seconds = trained["seconds"]

@@ -23,12 +23,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from pipeline.runlog.layout import RunLayout
 from pipeline.config import Config, load_config
-from pipeline.schema import ConfigError
-from pipeline.schema import Strict
-from pipeline.schema import load_section
 from pipeline.main import run
+from pipeline.runlog.layout import RunLayout
+from pipeline.schema import ConfigError, Strict, load_section
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,6 @@ def arm_config(cfg: AblationConfig, arm: ArmConfig, seed: int) -> Config:
 def run_arms(cfg: AblationConfig, progress: bool = True) -> dict[str, Any]:
     """Train every arm × seed (skipping finished ones); returns {"runs": {arm: {seed: run_dir}}, "seconds"}."""
     from tqdm import tqdm
-
 
     jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seeds]
     configs = {(arm.name, seed): arm_config(cfg, arm, seed) for arm, seed in jobs}  # every config checked first

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from pipeline.sample import Sample
 
 PROBES = {"chart": ("title_only", "blank"), "table": ("text_dump", "blank"), "svg": ("raster_copy", "blank")}

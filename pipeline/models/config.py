@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from pipeline.sample import JudgementLimits
 from pipeline.schema import Strict
 
+
 class TinyVisionConfig(Strict):
     hidden_size: int = 32
     depth: int = 2

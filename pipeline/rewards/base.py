@@ -18,7 +18,6 @@ from pipeline.critic.config import RewardConfig, TermConfig
 from pipeline.critic.judgement import Judgement
 from pipeline.sample import TASK_KINDS, Sample
 
-
 # An Unavailable reason with this prefix is an infrastructure failure (a crashed encoder, the critic's engine
 # or endpoint down), not something the policy did: the sample is excluded from the update, never scored.
 INFRASTRUCTURE = "infrastructure:"

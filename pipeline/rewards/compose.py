@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.render.image import is_blank
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, to_array
 from pipeline.critic.judgement import Judgement
+from pipeline.render.image import is_blank
 from pipeline.rewards.base import INFRASTRUCTURE, Term, Unavailable
 from pipeline.rewards.baselines import (
     CodeEditDistanceReward,

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from pipeline.schema import Strict
 
+
 class SamplingConfig(Strict):
     n: int = Field(4, ge=1)  # responses per prompt = GRPO group size
     temperature: float = Field(1.0, ge=0)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.rollout.config import SamplingConfig
-from pipeline.models.config import ModelsConfig
 from pipeline.models import load_model_and_processor
+from pipeline.models.config import ModelsConfig
 from pipeline.rollout.base import (
     expand_groups,
     fill_response,
@@ -17,6 +16,7 @@ from pipeline.rollout.base import (
     prompt_text,
     stop_token_ids,
 )
+from pipeline.rollout.config import SamplingConfig
 from pipeline.sample import Sample
 
 

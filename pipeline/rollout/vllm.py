@@ -39,9 +39,8 @@ from typing import Any
 
 import torch
 
-from pipeline.rollout.config import SamplingConfig, VLLMRolloutConfig
-from pipeline.models.config import ModelsConfig
 from pipeline.models import load_processor, model_dir
+from pipeline.models.config import ModelsConfig
 from pipeline.rollout.base import (
     VLLM_MISSING,
     RolloutUnavailable,
@@ -53,9 +52,10 @@ from pipeline.rollout.base import (
     prompt_text,
     stop_token_ids,
 )
+from pipeline.rollout.config import SamplingConfig, VLLMRolloutConfig
 from pipeline.rollout.vllm_worker import WORKER_EXTENSION
-from pipeline.sample import Sample
 from pipeline.rollout.weight_sync import Handshake
+from pipeline.sample import Sample
 
 log = logging.getLogger(__name__)
 

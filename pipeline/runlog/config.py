@@ -8,6 +8,7 @@ from pydantic import Field
 
 from pipeline.schema import Strict
 
+
 class WandbConfig(Strict):
     # offline needs no account; `online` needs WANDB_API_KEY (or `wandb login`); `disabled` turns it off.
     mode: Literal["offline", "online", "disabled"] = "offline"

@@ -28,11 +28,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from pipeline.config import Config, config_to_dict
 from pipeline.runlog.layout import RunLayout
 from pipeline.runlog.wandb_env import has_wandb_credentials
-from pipeline.config import Config, config_to_dict
-from pipeline.schema import ConfigError
 from pipeline.sample import Sample
+from pipeline.schema import ConfigError
 
 log = logging.getLogger("pipeline")
 

@@ -20,8 +20,14 @@ import transformers
 from pipeline.cache import build_once
 from pipeline.models import has_model, model_dir
 from pipeline.models.config import ModelConfig, ModelsConfig
-from pipeline.tiny.corpus import (COMPACT_CORPUS_PROGRAMS, CORPUS_PROGRAMS, CRITIC_CORPUS_LABELS, TINY_RECIPE_VERSION,
-                                  critic_corpus, tokenizer_corpus)
+from pipeline.tiny.corpus import (
+    COMPACT_CORPUS_PROGRAMS,
+    CORPUS_PROGRAMS,
+    CRITIC_CORPUS_LABELS,
+    TINY_RECIPE_VERSION,
+    critic_corpus,
+    tokenizer_corpus,
+)
 from pipeline.tiny.critic import TINY_CRITIC_RECIPE_VERSION, train_tiny_critic
 from pipeline.tiny.model import build_tiny_qwen3_vl
 

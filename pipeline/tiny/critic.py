@@ -20,9 +20,9 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.models.config import ModelConfig, ModelsConfig, TinyCriticTrainConfig
 from pipeline.critic.training.config import CriticTrainConfig, DeepSpeedSettings
 from pipeline.critic.training.launch import train_local
+from pipeline.models.config import ModelConfig, ModelsConfig, TinyCriticTrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from transformers import GenerationConfig
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
+from pipeline.cache import build_once
 from pipeline.models.config import TinyModelConfig
+from pipeline.models.processor import Qwen3VLImageOnlyProcessor
 from pipeline.tiny import tokenizer as tok
 from pipeline.tiny.warm_start import warm_start
-from pipeline.models.processor import Qwen3VLImageOnlyProcessor
-from pipeline.cache import build_once
 
 
 def tiny_qwen3_vl_config(cfg: TinyModelConfig, token_ids: dict[str, int], vocab_size: int) -> Qwen3VLConfig:
@@ -109,7 +109,10 @@ def build_tiny_encoder(cache_dir: str | Path, seed: int = 0) -> Path:
     run points `reward.embedding.path` at a local DINOv2 checkpoint."""
     import os
 
-    from transformers import Dinov2Config, Dinov2Model  # transformers is loaded already; kept local for the names
+    from transformers import (  # transformers is loaded already; kept local for the names
+        Dinov2Config,
+        Dinov2Model,
+    )
 
 
     def build(scratch: Path) -> None:

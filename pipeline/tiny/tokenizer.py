@@ -7,9 +7,8 @@ Qwen's, so the same processor code drives a real Qwen3-VL checkpoint.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import json
+from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import Qwen2TokenizerFast

@@ -26,15 +26,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.compact import COMPACT_KINDS, RENDER_SIZE, compact_program
+from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.data.loader import policy_messages
 from pipeline.models.config import TinyWarmStartConfig
 from pipeline.models.processor import collate
-from pipeline.tasks import fenced_response
 from pipeline.render import make_renderer
-from pipeline.data.edits import EditNotApplicable, propose_edit
 from pipeline.render.table import html_body
 from pipeline.revision import revision_turn
 from pipeline.sample import Sample
+from pipeline.tasks import fenced_response
 
 log = logging.getLogger(__name__)
 

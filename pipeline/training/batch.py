@@ -303,7 +303,9 @@ def to_engine_input(batch: DataProto) -> TensorDict:
     engine path works with it; so the same conversion is done here with verl's tensordict utilities.
     """
     from tensordict.tensorclass import NonTensorData, NonTensorStack
-    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
+    from verl.utils import tensordict_utils as tu
+
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.utils.padding import left_right_2_no_padding
 

@@ -29,10 +29,9 @@ from verl.workers.config import (
     TrainingWorkerConfig,
 )
 
+from pipeline.rollout.weight_sync import to_wire, weight_meta
 from pipeline.training.batch import to_engine_input
 from pipeline.training.config import TrainerConfig
-from pipeline.rollout.weight_sync import to_wire
-from pipeline.rollout.weight_sync import weight_meta
 
 _VERL_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
@@ -117,7 +116,8 @@ def create_policy_worker(model_path: str | Path, cfg: TrainerConfig, group_size:
     """The trainable policy: verl TrainingWorker with an FSDP2 engine, optimizer and verl's ppo_loss."""
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine_workers import TrainingWorker
-    from verl.workers.utils.losses import ppo_loss  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
+    from verl.workers.utils.losses import ppo_loss
 
     worker = TrainingWorker(build_training_worker_config(model_path, cfg))
     worker.reset()  # builds model, FSDP2 wrapping, optimizer, LR schedule
@@ -140,7 +140,9 @@ def create_reference_worker(model_path: str | Path, cfg: TrainerConfig):
 # ---------------------------------------------------------------------------------------------------------
 def compute_log_probs(worker, batch: DataProto, with_entropy: bool = False) -> dict[str, torch.Tensor]:
     """Per-token log-probs (and entropy) of the batch's responses under `worker`'s current weights, (B, R)."""
-    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
+    from verl.utils import tensordict_utils as tu
+
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -219,7 +221,8 @@ def grpo_update(
     (`trainer.log_importance_ratio`; free when `recompute_old_log_probs` is on). With `trainer.rollout_is` the
     loss takes truncated importance weights (`rollout_is_weights`; metrics `rollout_is_*`).
     """
-    from verl.utils import tensordict_utils as tu  # verl (4 s to import) is loaded already; kept local for the names
+    # verl (4 s to import) is loaded already; kept local for the names
+    from verl.utils import tensordict_utils as tu
 
     started = time.perf_counter()
     global_batch_size = global_batch_size or len(batch)

@@ -77,7 +77,8 @@ class RankTrainer:
 
     def compute_log_probs(self, shard: Any, reference: bool = False) -> torch.Tensor:
         """(B, R) response log-probs of this rank's shard under the current policy (or the reference)."""
-        from pipeline.training.engine import compute_log_probs  # heavy: pulls in transformers, verl (4 s to import)
+        # heavy: pulls in transformers, verl (4 s to import)
+        from pipeline.training.engine import compute_log_probs
 
         self._require_setup()
         worker = self.reference if reference else self.policy
@@ -111,7 +112,8 @@ class RankTrainer:
         """Gather the full policy tensor by tensor (a collective: every rank calls this) and, on rank 0,
         broadcast each into the rollout engines as it is gathered (cast to `dtype`, the engines' dtype)."""
         from pipeline.rollout.weight_sync import broadcast_weights  # heavy: pulls in transformers
-        from pipeline.training.engine import policy_weight_meta  # heavy: pulls in transformers, verl (4 s to import)
+        # heavy: pulls in transformers, verl (4 s to import)
+        from pipeline.training.engine import policy_weight_meta
 
         self._require_setup()
         if self.rank == 0 and self.weight_group is None:
@@ -139,6 +141,7 @@ class RankTrainer:
 
     def shutdown(self) -> None:
         from pipeline.rollout.weight_sync import destroy_weight_group  # heavy: pulls in transformers
+
         # heavy: pulls in psutil, verl (4 s to import)
         from pipeline.training.verl_platform import shutdown_process_group
 

@@ -222,8 +222,10 @@ def register_cpu_engines() -> None:
     """
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.base import EngineRegistry
+
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.fsdp import transformer_impl
+
     # verl (4 s to import) is loaded already; kept local for the names
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 

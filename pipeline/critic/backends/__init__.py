@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from pipeline.models.config import ModelConfig
 from pipeline.critic.backends.base import (
-    BackendUnavailable, JudgeRequest, RawAnswer, RewardBackend, TextRequest,
+    BackendUnavailable,
+    JudgeRequest,
+    RawAnswer,
+    RewardBackend,
+    TextRequest,
 )
-from pipeline.critic.config import RewardConfig
-from pipeline.critic.backends.vllm import VLLMBackend
 from pipeline.critic.backends.fingerprint import FingerprintBackend
+from pipeline.critic.backends.vllm import VLLMBackend
+from pipeline.critic.config import RewardConfig
+from pipeline.models.config import ModelConfig
 
 
 def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None) -> RewardBackend:

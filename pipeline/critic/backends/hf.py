@@ -15,12 +15,12 @@ import transformers
 import xgrammar as xgr
 from xgrammar.contrib.hf import LogitsProcessor as GrammarLogitsProcessor
 
-from pipeline.models.config import ModelConfig
-from pipeline.models import load_model_and_processor
 from pipeline.critic.backends.base import RawAnswer, RewardBackend, TextRequest
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.prompts import messages
 from pipeline.critic.schema import schema_json
+from pipeline.models import load_model_and_processor
+from pipeline.models.config import ModelConfig
 from pipeline.sample import CATEGORIES
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ rendered, none of its parts can be paired with the reference's. Identical or vis
 from __future__ import annotations
 
 from pipeline.critic.schema import fit_text
-from pipeline.sample import CATEGORIES
 from pipeline.critic.structural import chart, svg, table
 from pipeline.critic.structural.base import MAX_DESCRIPTION_CHARS, MAX_LOCATION_CHARS, StructuralDiffError
+from pipeline.sample import CATEGORIES
 
 DIFFERS = {"chart": chart.diff, "table": table.diff, "svg": svg.diff}
 

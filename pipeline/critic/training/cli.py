@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
 
-    from pipeline.critic.training.dataset import CriticDataError
     from pipeline.critic.training.config import load_train_config
+    from pipeline.critic.training.dataset import CriticDataError
 
     try:
         cfg = load_train_config(args.config, args.overrides)

@@ -23,12 +23,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.sample import TaskKind
-from pipeline.models.config import ModelConfig, TinyModelConfig
 from pipeline.critic.config import RewardConfig
-from pipeline.sample import JudgementLimits
+from pipeline.models.config import ModelConfig, TinyModelConfig
+from pipeline.sample import JudgementLimits, TaskKind
 from pipeline.schema import Strict, deep_merge, read_section_data, validate
-
 
 
 class DeepSpeedSettings(Strict):

@@ -27,24 +27,22 @@ from typing import Literal, Optional
 from pydantic import Field
 from tqdm import tqdm
 
-from pipeline.sample import TASK_KINDS, TaskKind
-from pipeline.models.config import ModelsConfig
 from pipeline.critic.config import AnswerFormat, resolve_format
-from pipeline.sample import JudgementLimits
 from pipeline.critic.training.dataset import make_row, write_dataset
-from pipeline.critic.training.teachers import TeacherConfig, TeacherItem, TeacherFailure, make_teacher
-from pipeline.data.config import DataConfig
-from pipeline.schema import Strict
-from pipeline.render import render
-from pipeline.data.pairs import EditSummary, iter_edit_pairs
+from pipeline.critic.training.teachers import TeacherConfig, TeacherFailure, TeacherItem, make_teacher
 from pipeline.data.compact import compact_program
+from pipeline.data.config import DataConfig
 from pipeline.data.generators import generate_program, item_rng
 from pipeline.data.loader import policy_messages
+from pipeline.data.pairs import EditSummary, iter_edit_pairs
+from pipeline.models.config import ModelsConfig
+from pipeline.render import render
+from pipeline.render.image import is_blank
 from pipeline.rollout.config import SamplingConfig
 from pipeline.rollout.hf import HFRollout
-from pipeline.sample import Sample
+from pipeline.sample import TASK_KINDS, JudgementLimits, Sample, TaskKind
+from pipeline.schema import Strict
 from pipeline.tasks import get_task
-from pipeline.render.image import is_blank
 
 log = logging.getLogger(__name__)
 

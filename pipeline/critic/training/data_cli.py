@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="CriticDataConfig overrides, key.path=value")
     args = ap.parse_intermixed_args(argv)
 
-    from pipeline.models.config import ModelConfig, ModelsConfig
-    from pipeline.schema import load_section
     from pipeline.critic.training.data_builder import CriticDataConfig, build_critic_dataset
     from pipeline.critic.training.dataset import CriticDataError
     from pipeline.critic.training.teachers import TeacherConfig
+    from pipeline.models.config import ModelConfig, ModelsConfig
+    from pipeline.schema import load_section
 
     overrides = list(args.overrides)
     try:

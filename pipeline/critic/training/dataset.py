@@ -42,11 +42,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.critic.config import OURS_FORMAT, AnswerFormat
-from pipeline.sample import JudgementLimits
 from pipeline.critic.judgement import parse_judgement
 from pipeline.critic.schema import canonical_errors, serialize_answer
-from pipeline.sample import CATEGORIES
 from pipeline.data.records import RecordFormatError, decode_image, png_bytes, write_json, write_parquet
+from pipeline.sample import CATEGORIES, JudgementLimits
 
 FORMAT = "visual-erm-rl/critic-sft"
 VERSION = 1

@@ -38,16 +38,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.distributed import set_rank_env
 from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
-from pipeline.critic.training.dataset import CriticDataError, CriticExample, answer_formats, read_examples, read_manifest
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
-from pipeline.runlog.wandb_env import has_wandb_credentials
-from pipeline.models.processor import collate
-from pipeline.schema import deep_merge
+from pipeline.critic.training.dataset import (
+    CriticDataError,
+    CriticExample,
+    answer_formats,
+    read_examples,
+    read_manifest,
+)
+from pipeline.distributed import set_rank_env
 from pipeline.models import load_model, load_processor, model_dir
+from pipeline.models.processor import collate
+from pipeline.runlog.wandb_env import has_wandb_credentials
+from pipeline.schema import deep_merge
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,11 @@ from typing import Any, Literal, Optional, Protocol
 import numpy as np
 from pydantic import model_validator
 
-from pipeline.schema import Strict
-from pipeline.critic.structural import StructuralTeacher
-from pipeline.critic.structural import StructuralDiffError
-from pipeline.models.config import ModelConfig
-from pipeline.critic.backends import make_backend
+from pipeline.critic.backends import JudgeRequest, make_backend
 from pipeline.critic.config import RewardConfig
-from pipeline.critic.backends import JudgeRequest
+from pipeline.critic.structural import StructuralDiffError, StructuralTeacher
+from pipeline.models.config import ModelConfig
+from pipeline.schema import Strict
 
 
 class TeacherConfig(Strict):

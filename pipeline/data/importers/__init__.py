@@ -31,11 +31,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.data.records import png_bytes, write_json, write_parquet
-from pipeline.data.importers.items import SourceItem, Unreadable
-from pipeline.sample import TASK_KINDS
 from pipeline.data.importers.formats import read_source
+from pipeline.data.importers.items import SourceItem, Unreadable
+from pipeline.data.records import png_bytes, write_json, write_parquet
 from pipeline.metrics.chart import TRACE_FIELD, encode_trace, is_trace
+from pipeline.sample import TASK_KINDS
 from pipeline.tasks import get_task
 
 REPORT_FILE = "import_report.json"
