@@ -5,8 +5,10 @@ runs only on GPU machines with the `gpu` extra; a renamed keyword or a moved mod
 minutes of cluster start-up. This script needs no GPU: a CPU venv with the pinned vLLM imports these modules
 and `inspect` does the rest.
 
-    python -m venv /tmp/vllm-venv && /tmp/vllm-venv/bin/pip install 'vllm==0.33.0'
-    /tmp/vllm-venv/bin/python benchmarks/vllm_api_check.py      # exit 0: every check passed
+    uv venv -p 3.11 /tmp/gpu-venv                                # the whole GPU environment, as the image has it
+    grep -v '^flash-attn' requirements-gpu.lock > /tmp/gpu.lock  # (flash-attn builds only with CUDA: not needed here)
+    VIRTUAL_ENV=/tmp/gpu-venv uv pip install --no-deps -r /tmp/gpu.lock    # ~9 GB, CUDA wheels included
+    /tmp/gpu-venv/bin/python benchmarks/vllm_api_check.py       # exit 0: every check passed
 
 `TOUCHED` is the list, collected by reading our code (tests/test_vllm_api.py checks that every vLLM import in
 our code is named here). Keep it in step when the code touches something new.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The release range the code is written for (pyproject.toml's `gpu` extra says the same; a test checks it).
-VLLM_REQUIREMENT = "vllm>=0.33.0,<0.34"
+VLLM_REQUIREMENT = "vllm>=0.31.0,<0.32"
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ TOUCHED: tuple[Any, ...] = (
     Fields("vllm.logprobs:Logprob", ("logprob",)),
     # worker extension: `self` is the GPU worker (pipeline/rollout/vllm_worker.py)
     Exists("vllm.v1.worker.gpu_worker:Worker"),
-    Source("vllm.v1.worker.gpu_worker:Worker._init_workspace_and_model_runner", "self.model_runner",
+    Source("vllm.v1.worker.gpu_worker:Worker.init_device", "self.model_runner",
            "the worker owns a model_runner (built at init_device)"),
     Source("vllm.v1.worker.worker_base:WorkerBase.__init__", "self.model_config", "the worker has model_config"),
     Params("vllm.v1.worker.gpu_model_runner:GPUModelRunner.get_model", ()),
@@ -215,7 +217,7 @@ TOUCHED: tuple[Any, ...] = (
            ("master_address", "master_port", "rank_offset", "world_size", "packed")),
     Fields("vllm.distributed.weight_transfer.nccl_engine:NCCLWeightTransferUpdateInfo",
            ("names", "dtype_names", "shapes")),
-    Source("vllm.distributed.weight_transfer.nccl_common:_worker_group_rank", "parallel_config.rank",
+    Source("vllm.distributed.weight_transfer.nccl_common:worker_init_process_group", "parallel_config.rank",
            "worker ranks in the weight group come from the parallel config (TP x PP x DP safe)"),
     Source("vllm.distributed.weight_transfer.nccl_engine:NCCLWeightTransferEngine.receive_weights",
            "self.model_update_group.broadcast(", "unpacked receive: one broadcast per tensor, in update-info order"),

@@ -1,6 +1,6 @@
 """GPU weight sync: trainer rank 0 broadcasts the full policy over NCCL into every vLLM engine worker.
 
-vLLM's native weight transfer (vLLM ≥ 0.33: `weight_transfer_config={"backend": "nccl"}`, worker methods
+vLLM's native weight transfer (vLLM ≥ 0.31: `weight_transfer_config={"backend": "nccl"}`, worker methods
 `init_weight_transfer_engine` / `start_weight_update` / `update_weights` / `finish_weight_update`,
 vllm/distributed/weight_transfer/nccl_engine.py) does the receiving: each engine worker joins a NCCL group with
 the trainer (its rank computed by vLLM from its parallel config, so TP, PP and DP engines all get distinct

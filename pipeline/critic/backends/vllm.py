@@ -14,13 +14,13 @@ import threading
 import uuid
 from typing import Any
 
-from pipeline.models.config import ModelConfig
-from pipeline.models import load_processor, model_dir
 from pipeline.critic.backends.base import BackendUnavailable, RawAnswer, RewardBackend, TextRequest
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.prompts import messages
-from pipeline.sample import CATEGORIES
+from pipeline.models import load_processor, model_dir
+from pipeline.models.config import ModelConfig
 from pipeline.rollout.vllm import vllm_model_dir
+from pipeline.sample import CATEGORIES
 
 
 def vllm_available() -> tuple[bool, str]:
@@ -32,8 +32,9 @@ def vllm_available() -> tuple[bool, str]:
 
 
 def structured_outputs_kwargs(schema: dict) -> dict[str, Any]:
-    """SamplingParams keyword for a JSON-Schema constraint (vLLM ≥ 0.12; the `gpu` extra pins 0.33)."""
-    from vllm.sampling_params import StructuredOutputsParams  # heavy: vLLM: the GPU extra, only this path needs it
+    """SamplingParams keyword for a JSON-Schema constraint (vLLM ≥ 0.12; the `gpu` extra pins 0.31)."""
+    # heavy: vLLM: the GPU extra, only this path needs it
+    from vllm.sampling_params import StructuredOutputsParams
 
     return {"structured_outputs": StructuredOutputsParams(json=schema)}
 
@@ -75,8 +76,10 @@ class VLLMBackend(RewardBackend):
             self.llm = vllm.LLM(**engine_kwargs)
             self.engine = None
         else:
-            from vllm.engine.arg_utils import AsyncEngineArgs  # heavy: vLLM: the GPU extra, only this path needs it
-            from vllm.v1.engine.async_llm import AsyncLLM  # heavy: vLLM: the GPU extra, only this path needs it
+            # heavy: vLLM: the GPU extra, only this path needs it
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            # heavy: vLLM: the GPU extra, only this path needs it
+            from vllm.v1.engine.async_llm import AsyncLLM
 
             self.llm = None
             self.loop = asyncio.new_event_loop()
