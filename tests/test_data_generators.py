@@ -78,3 +78,17 @@ def test_svgs_parse_and_use_the_advertised_features():
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown task"):
         generate_program("video", random.Random(0))
+
+
+def test_the_renderers_warmup_charts_are_the_generators_programs():
+    """The chart zygote warms up on programs like the ones it will draw; render/ imports nothing from data/, so
+    they are a file, kept in step here. Regenerate: json.dump([generate_chart(rng)[0] for 16 draws of
+    random.Random(0)], open('pipeline/render/warmup_charts.json', 'w'), indent=0)."""
+    import json
+
+    from pipeline.data.charts import generate_chart
+    from pipeline.render.chart_child import WARMUP_CHARTS_FILE, WARMUP_GENERATED_CHARTS
+
+    stored = json.loads(WARMUP_CHARTS_FILE.read_text())
+    rng = random.Random(0)
+    assert stored == [generate_chart(rng)[0] for _ in range(WARMUP_GENERATED_CHARTS)]
