@@ -655,3 +655,19 @@ def test_a_weight_sync_leaves_the_rollout_with_exactly_the_trainers_weights(sing
             if dtype == torch.float32 and name in parameters:  # every parameter moved in the update (bf16
                 assert not torch.equal(engine[name], before[name]), f"{name} is stale"  # may round back)
         assert rollout.version == version
+
+
+def test_the_reference_engine_holds_compute_dtype_weights_and_its_own_micro_batch(tiny_model_dir):
+    """A forward-only engine (the frozen reference) keeps no fp32 master copy: under the GPU presets' bf16 it
+    holds bf16 weights (half the memory, and half the host transfer when verl offloads it); its micro-batch is a
+    setting of its own. On CPU (fp32 compute) nothing changes."""
+    from pipeline.training.config import TrainerConfig
+    from pipeline.training.engine import build_training_worker_config
+
+    gpu = TrainerConfig(param_dtype="bfloat16", micro_batch_size_per_device=2, infer_micro_batch_size_per_device=8)
+    reference = build_training_worker_config(tiny_model_dir, gpu, forward_only=True).engine_config
+    policy = build_training_worker_config(tiny_model_dir, gpu).engine_config
+    assert (reference.model_dtype, policy.model_dtype) == ("bf16", "fp32")
+    assert (reference.infer_micro_batch_size_per_gpu, policy.micro_batch_size_per_gpu) == (8, 2)
+    cpu = build_training_worker_config(tiny_model_dir, TrainerConfig(), forward_only=True).engine_config
+    assert (cpu.model_dtype, cpu.infer_micro_batch_size_per_gpu) == ("fp32", TrainerConfig().micro_batch_size_per_device)

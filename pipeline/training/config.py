@@ -41,6 +41,9 @@ class TrainerConfig(Strict):
     # --- batching ---
     # Samples per forward/backward pass on one rank (gradient accumulation covers the rest of the batch).
     micro_batch_size_per_device: int = Field(2, ge=1)
+    # Samples per forward-only pass on one rank (reference log-probs, recomputed old log-probs); None = the
+    # training micro-batch. No activations are kept for a backward pass there, so it can be several times larger.
+    infer_micro_batch_size_per_device: int | None = Field(None, ge=1)
     # Samples per optimizer step over all ranks; None = the whole batch handed to one update (one step).
     mini_batch_size: int | None = Field(None, ge=1)
     ppo_epochs: int = Field(1, ge=1)

@@ -57,12 +57,15 @@ def build_training_worker_config(
     engine = FSDPEngineConfig(
         strategy=cfg.strategy,
         forward_only=forward_only,
-        model_dtype="fp32",  # master weights; compute runs in param_dtype
+        # The policy keeps fp32 master weights (compute runs in param_dtype). A forward-only engine (the frozen
+        # reference) has no optimizer to feed: it holds its weights in the compute dtype, half the memory and
+        # half the host transfer when verl offloads it (bf16 on GPU; fp32, as before, on CPU).
+        model_dtype=dtype if forward_only else "fp32",
         mixed_precision={"param_dtype": dtype, "reduce_dtype": "fp32", "buffer_dtype": "fp32"},
         fsdp_size=cfg.fsdp_size,
         use_dynamic_bsz=False,
         micro_batch_size_per_gpu=cfg.micro_batch_size_per_device,
-        infer_micro_batch_size_per_gpu=cfg.micro_batch_size_per_device,
+        infer_micro_batch_size_per_gpu=cfg.infer_micro_batch_size_per_device or cfg.micro_batch_size_per_device,
         use_torch_compile=False,  # torch.compile of the entropy kernel costs more than it saves at this scale
         seed=cfg.seed,
     )
