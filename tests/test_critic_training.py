@@ -336,3 +336,49 @@ def test_sft_trains_the_prompt_and_images_the_critic_is_served_with(tmp_path, ba
     expected = processor.image_processor(images=[ref, rend], return_tensors="pt")
     assert inputs["image_grid_thw"].tolist() == expected["image_grid_thw"].tolist()
     assert torch.allclose(inputs["pixel_values"], expected["pixel_values"])  # the JPEG round trip included
+
+
+def test_the_answer_loss_equals_the_full_logits_cross_entropy(critic_set, base_dir):
+    """SFT's loss projects only the answer positions through the LM head (full fp32 logits of an 8B critic
+    with two 1024 px images are tens of GB); it must be the same number as the plain full-logits loss."""
+    import torch.nn.functional as F
+
+    from pipeline.critic.training.dataset import read_examples
+    from pipeline.critic.training.sft import Encoder, answer_loss
+    from pipeline.models import load_model, load_processor
+    from pipeline.models.processor import collate
+
+    processor = load_processor(base_dir)
+    model = load_model(base_dir).eval()
+    encoder = Encoder(processor, 128)
+    examples = read_examples(critic_set, LIMITS)[:3]
+    inputs = collate([encoder.encode(e, encoder.answer_ids(e)) for e in examples], processor.tokenizer.pad_token_id)
+    labels = inputs.pop("labels")
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+        full = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
+                               reduction="sum")
+        answer = answer_loss(model, inputs, labels)
+    assert int((labels != -100).sum()) > 0
+    torch.testing.assert_close(answer, full, rtol=1e-5, atol=1e-4)
+
+
+def test_the_memory_estimate_moves_with_what_should_move_it():
+    """An 8B-class Qwen3-VL config (the published sizes: text 4096 × 36 layers, vision 1152 × 27) on 8 ranks."""
+    from pipeline.critic.training.memory import SFTShape, estimate
+
+    config = {"text_config": {"hidden_size": 4096, "num_hidden_layers": 36, "intermediate_size": 12288,
+                              "vocab_size": 151936, "num_attention_heads": 32, "num_key_value_heads": 8,
+                              "head_dim": 128},
+              "vision_config": {"hidden_size": 1152, "depth": 27, "intermediate_size": 4304, "patch_size": 16,
+                                "spatial_merge_size": 2}}
+    base = dict(zero_stage=3, ranks=8, micro_batch_size=2, bf16=True)
+    with_ckpt = estimate(config, gradient_checkpointing=True, **base)
+    without = estimate(config, gradient_checkpointing=False, **base)
+    assert 7.5 < with_ckpt["params_billion"] < 9.5
+    assert without["activations"] > 5 * with_ckpt["activations"]
+    assert with_ckpt["total"] < 40 < without["total"]  # checkpointing leaves an 80 GB card room; without it, half goes
+    zero1 = estimate(config, gradient_checkpointing=True, **{**base, "zero_stage": 1})
+    assert zero1["weights"] == 8 * with_ckpt["weights"]  # ZeRO-3 shards the weights, ZeRO-1 does not
+    assert estimate(config, gradient_checkpointing=True, shape=SFTShape(image_side=512), **base)["activations"] \
+        < with_ckpt["activations"]

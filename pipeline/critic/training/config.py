@@ -72,6 +72,9 @@ class CriticTrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)  # global gradient norm clip
+    # Recompute each layer's activations in the backward pass (non-reentrant) instead of keeping them: what lets
+    # an 8B critic with two ≤1024 px images per example fit a GPU (pipeline/critic/training/memory.py).
+    gradient_checkpointing: bool = False
     seed: int = 0  # data order (identical on every rank) and torch RNG
 
     # --- checkpoints and logging ---

@@ -42,6 +42,7 @@ from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
+from pipeline.critic.training.memory import SFTShape, estimate, format_estimate
 from pipeline.critic.training.dataset import (
     CriticDataError,
     CriticExample,
@@ -327,6 +328,18 @@ def _save_final(state_dict: dict[str, torch.Tensor], base_path: Path, processor,
 
 
 # ------------------------------------------------------------------------------------------------ train
+def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the answer tokens. The language-model head runs on the answer positions only
+    (in fp32 there), not on every position: a full (batch × sequence × vocabulary) fp32 logits tensor for two
+    1024 px images and a 150k vocabulary is tens of GB. No KV cache is built (`use_cache=False`): training never
+    decodes."""
+    hidden = model.model(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[keep]).float()
+    return F.cross_entropy(logits, target[keep], reduction="sum")
+
+
 def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: str = "127.0.0.1",
                master_port: int = 29500) -> dict[str, Any]:
     """Train one data-parallel rank; every rank of the job calls this with the same config. Returns (on
@@ -345,6 +358,8 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
     encoder = Encoder(processor, cfg.max_image_side, cfg.serve)
     answer_ids = [encoder.answer_ids(e) for e in examples]
     model = load_model(base_path, cfg.dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     eos_id = processor.tokenizer.eos_token_id
     stop_ids = model.generation_config.eos_token_id
     stop_ids = stop_ids if isinstance(stop_ids, (list, tuple)) else [stop_ids]
@@ -372,6 +387,10 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
         start_step = _resume(engine, cfg, world_size) if cfg.resume else 0
         if rank == 0:
             metrics = _Metrics(cfg)
+            log.info("%s", format_estimate(estimate(
+                json.loads((base_path / "config.json").read_text()), cfg.deepspeed.zero_stage, world_size,
+                cfg.micro_batch_size, cfg.deepspeed.bf16, cfg.gradient_checkpointing,
+                SFTShape(image_side=cfg.max_image_side))))
             log.info("critic SFT: %d examples, %d rank(s), global batch %d, ZeRO-%d, steps %d → %d",
                      len(examples), world_size, cfg.global_batch_size, cfg.deepspeed.zero_stage, start_step,
                      cfg.steps)
@@ -393,9 +412,7 @@ def train_rank(cfg: CriticTrainConfig, rank: int, world_size: int, master_addr: 
                 inputs = collate([encoder.encode(examples[i], answer_ids[i]) for i in micro], pad_id)
                 labels = inputs.pop("labels").to(device)
                 inputs = {k: v.to(device) for k, v in inputs.items()}
-                logits = engine(**inputs).logits.float()
-                ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
-                                     reduction="sum")
+                ce = answer_loss(engine.module, inputs, labels)
                 engine.backward(ce * (world_size / total_answer_tokens), scale_wrt_gas=False)
                 engine.step()  # DeepSpeed steps the optimizer (and the schedule) at the accumulation boundary
                 ce_sum += ce.item()
