@@ -52,7 +52,10 @@ def estimate(hf_config: dict[str, Any], zero_stage: int, ranks: int, micro_batch
     weight_bytes = 2 if bf16 else 4
     # fp32 master + Adam m, v (12 bytes) with bf16; Adam m, v (8 bytes) on fp32 weights.
     optimizer_bytes = 12 if bf16 else 8
-    shard = lambda stage_from: ranks if zero_stage >= stage_from else 1  # noqa: E731 - ZeRO-1 optimizer, 2 grads, 3 weights
+
+    def shard(stage_from: int) -> int:  # ZeRO-1 shards the optimizer states, ZeRO-2 the gradients, ZeRO-3 weights
+        return ranks if zero_stage >= stage_from else 1
+
     out = {
         "params_billion": params / 1e9,
         "weights": params * weight_bytes / shard(3) / GIB,

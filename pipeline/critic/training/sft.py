@@ -42,7 +42,6 @@ from pipeline.critic.config import FORMAT_NAMES, OURS_FORMAT, builtin_format
 from pipeline.critic.images import prepare_pair
 from pipeline.critic.prompts import layout, messages
 from pipeline.critic.training.config import CriticTrainConfig
-from pipeline.critic.training.memory import SFTShape, estimate, format_estimate
 from pipeline.critic.training.dataset import (
     CriticDataError,
     CriticExample,
@@ -50,6 +49,7 @@ from pipeline.critic.training.dataset import (
     read_examples,
     read_manifest,
 )
+from pipeline.critic.training.memory import SFTShape, estimate, format_estimate
 from pipeline.distributed import set_rank_env
 from pipeline.models import load_model, load_processor, model_dir
 from pipeline.models.processor import collate
