@@ -136,8 +136,8 @@ class RolloutPool:
         worker loads; a worker that fails to load is replaced and the replacement loads the same weights).
         NCCL engines form one fixed group with the trainer: that path is the trainer's own, and a dead worker
         there is an error (an NCCL group cannot take a new member)."""
-        if trainer.weight_sync == "nccl":
-            return trainer.sync_weights(self.workers)
+        if trainer.weight_sync == "nccl":  # behind at most one generate per worker, then the transfer
+            return trainer.sync_weights(self.workers, timeout_s=self.cfg.timeout_s + trainer.cfg.call_timeout_s)
         started = time.perf_counter()
         ref, version = trainer.publish_weights(), trainer.version
         published = time.perf_counter()

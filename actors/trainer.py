@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from transformers import AutoConfig
 from pipeline.distributed import free_port
 from pipeline.models import load_processor
 from pipeline.placement import NODE_GROUP_LABEL
+from pipeline.rollout.weight_sync import WeightSyncError
 from pipeline.training import checkpoint
 from pipeline.training.batch import GRPORollout, build_grpo_batch, shard_for_rank
 from pipeline.training.config import TrainerConfig
@@ -48,6 +50,20 @@ class TrainerError(RuntimeError):
 
 class TrainerDied(TrainerError):
     """A rank's actor died (killed, OOM, node lost): the group is unusable, `restart` it from a checkpoint."""
+
+
+@contextmanager
+def _weight_sync_errors(what: str):
+    """A failure in the NCCL weight path (an exception raised on a rank or a rollout worker: the TCP store, NCCL,
+    the handshake; or a call that did not answer in time) → WeightSyncError naming it. A rank that died is
+    still TrainerDied: the group restarts from its checkpoint."""
+    try:
+        yield
+    except TrainerDied:
+        raise
+    except (TrainerError, ray.exceptions.RayTaskError) as e:
+        cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
+        raise WeightSyncError(f"{what} failed: {type(cause).__name__}: {cause}") from e
 
 
 @ray.remote
@@ -338,8 +354,11 @@ class TrainerGroup:
             "synced_version": float(self.version),
         }
 
-    def _init_weight_group(self, rollout_workers: list) -> None:
-        """One NCCL group: trainer rank 0 is rank 0, tensor-parallel rank t of worker i is 1 + offset_i + t."""
+    def init_weight_group(self, rollout_workers: list) -> None:
+        """Build the NCCL weight group with these (idle) rollout workers: the driver calls it at start-up,
+        before the stream keeps the workers busy (vLLM's store waits at most 300 s for every member to join,
+        and a worker inside a long `generate` would join late). One group: trainer rank 0 is rank 0,
+        tensor-parallel rank t of worker i is 1 + offset_i + t."""
         timeout_s = self.cfg.start_timeout_s
         sizes = self._get([w.weight_group_ranks.remote() for w in rollout_workers], "weight group sizes", timeout_s)
         if not all(sizes):
@@ -347,13 +366,14 @@ class TrainerGroup:
         world_size = 1 + sum(sizes)
         address, port = self._get([self.ranks[0].rendezvous_address.remote()], "weight group address", timeout_s)[0]
         offsets = [1 + sum(sizes[:i]) for i in range(len(sizes))]
-        self._get(
-            [self.ranks[0].init_weight_group.remote(address, port, world_size)]
-            + [w.init_weight_group.remote(address, port, offset, world_size)
-               for w, offset in zip(rollout_workers, offsets)],
-            "weight group init",
-            timeout_s,
-        )
+        with _weight_sync_errors("building the NCCL weight group"):
+            self._get(
+                [self.ranks[0].init_weight_group.remote(address, port, world_size)]
+                + [w.init_weight_group.remote(address, port, offset, world_size)
+                   for w, offset in zip(rollout_workers, offsets)],
+                "weight group init",
+                timeout_s,
+            )
         self._weight_group_members = list(rollout_workers)
         log.info("trainer: NCCL weight group of %d rank(s) at %s:%d", world_size, address, port)
 
@@ -365,18 +385,17 @@ class TrainerGroup:
         started = time.perf_counter()
         if self._weight_group_members is None or self._weight_group_members != list(rollout_workers):
             if self._weight_group_members is not None:
-                raise TrainerError("the rollout workers changed after the NCCL weight group was built")
-            self._init_weight_group(rollout_workers)
-        # Let each worker finish the generate call it is running: the broadcast needs every receiver in it,
-        # and the trainer's gathers wait behind the broadcast meanwhile.
-        self._get([w.ready.remote() for w in rollout_workers], "weight sync: rollout workers idle", timeout_s)
-        joined = time.perf_counter()
-        sends = [r.broadcast_weights.remote(self.weight_dtype) for r in self.ranks]
+                raise WeightSyncError("the rollout workers changed after the NCCL weight group was built")
+            self.init_weight_group(rollout_workers)  # a restarted trainer group: the stream is stopped
+        # The receives are queued first, in one go: each runs right after the generate call its worker is in
+        # (at most rollout.timeout_s), and no stream thread can slip another generate in before it (as it
+        # could between a `ready` probe and the receive) while the trainer ranks wait in the broadcast.
         receives = [w.receive_weights.remote(self.version) for w in rollout_workers]
-        results = self._get(sends + receives, "weight sync (nccl)", timeout_s)
+        sends = [r.broadcast_weights.remote(self.weight_dtype) for r in self.ranks]
+        with _weight_sync_errors(f"the NCCL weight sync of version {self.version}"):
+            results = self._get(sends + receives, "weight sync (nccl)", timeout_s)
         sent = results[0]
         return {
-            "weight_wait_for_rollout_s": joined - started,
             "weight_sync_s": time.perf_counter() - started,
             "weight_sync_tensors": sent["tensors"],
             "weight_sync_bytes": sent["bytes"],

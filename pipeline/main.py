@@ -97,6 +97,7 @@ def run(cfg: Config) -> int:
     130 / 143 stopped by SIGINT / SIGTERM (checkpoint saved if training had started)."""
     # Ray loads only when a run starts (keeps --help, --dry-run and --print-config fast)
     from actors.cluster import ResourceError
+    from pipeline.rollout.weight_sync import WeightSyncError  # torch: only a run needs it
 
     driver = Driver(cfg)  # the run directory's tracker, and our signal handlers
     exit_code = 1  # an unexpected error: teardown still runs and the tracker records the run as failed
@@ -116,6 +117,9 @@ def run(cfg: Config) -> int:
     except ResourceError as e:
         log.error("%s", e)
         exit_code = 3
+    except WeightSyncError as e:  # before training (the start-up group, a resume's sync): nothing to save yet
+        log.error("run stopped: %s", e)
+        exit_code = 1
     except KeyboardInterrupt:  # a signal before training started, or a second one: no checkpoint
         log.warning("%s: aborted without saving a checkpoint (earlier ones stay valid)", driver.stop.name)
         exit_code = driver.stop.exit_code
@@ -210,6 +214,8 @@ class Driver:
                      "label_selector": {NODE_GROUP_LABEL: cfg.rollout.node_group} if cfg.rollout.node_group else {}})
         log.info("actors up: %d rollout, %d render, %d reward, %d trainer rank(s)", len(self.rollout_pool),
                  cfg.render.actors, cfg.reward.actors.replicas, cfg.trainer.ranks)
+        if cfg.rollout.weight_sync == "nccl":  # while the engines are idle: no member joins late
+            self.trainer.init_weight_group(self.rollout_pool.workers)
 
     def resume(self) -> None:
         """Weights, optimizer, scheduler and RNG from the trainer's checkpoint; the data order from the loader
@@ -248,6 +254,7 @@ class Driver:
         from actors.rollout import RolloutError
         from actors.trainer import TrainerError
         from pipeline.loop.streaming import StreamError, StreamInterrupted
+        from pipeline.rollout.weight_sync import WeightSyncError
 
         cfg = self.cfg
         self.stop.begin_graceful(on_request=lambda: self.stream.interrupt())  # the stream of the moment
@@ -278,7 +285,9 @@ class Driver:
                         continue
                 if cfg.run.eval_every_steps and self.trainer.version % cfg.run.eval_every_steps == 0:
                     self.evaluate(self.step - 1)
-        except (StreamError, RolloutError) as e:  # a stage failed beyond its retries, or a step timed out
+        # A stage failed beyond its retries, a step timed out, or the engines could not take new weights: the
+        # trainer is healthy, its updates are saved (save_final_checkpoint) and the run exits 1.
+        except (StreamError, RolloutError, WeightSyncError) as e:
             self.failure = e
             log.error("run stopped at step %d: %s", self.step, e)
         finally:

@@ -385,3 +385,31 @@ def test_kill_9_of_the_driver_mid_run_then_resume_ends_at_the_same_step_and_data
     assert f"resumed from step {latest.removeprefix('step_')}" in resumed.stderr
     assert _step_records(run_dir)[-1]["train/version"] == steps
     assert _trained_order(run_dir) == dict(enumerate(_expected_order(caches, steps)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(E2E_TIMEOUT_S)
+def test_a_failed_weight_sync_saves_the_trained_version_and_exits_1(tmp_path, caches, monkeypatch):
+    """The engines could not take the new weights (NCCL, its store, the handshake: here a stand-in raising what
+    the trainer group raises for those): the run ends with exit 1 and a checkpoint of the version it trained,
+    not with a traceback. (In-process: the driver's own RolloutPool is patched.)"""
+    from actors.rollout import RolloutPool
+    from pipeline.config import load_config
+    from pipeline.main import run
+    from pipeline.rollout.weight_sync import WeightSyncError
+    from pipeline.training.checkpoint import find_latest, read_meta
+
+    real_sync = RolloutPool.sync_weights
+
+    def sync_failing_at_version_2(self, trainer):
+        if trainer.version == 2:
+            raise WeightSyncError("the NCCL weight sync of version 2 failed: RuntimeError: stand-in store timeout")
+        return real_sync(self, trainer)
+
+    monkeypatch.setattr(RolloutPool, "sync_weights", sync_failing_at_version_2)
+    cfg = load_config(None, ["ray.address=local", f"run.output_dir={tmp_path}", "run.name=sync-fails",
+                             "run.total_steps=4", "logging.wandb.mode=disabled", "data.synth_eval_per_task=0",
+                             *caches])
+    assert run(cfg) == 1
+    latest = find_latest(tmp_path / "sync-fails")
+    assert latest is not None and read_meta(latest)["step"] == 2, latest

@@ -93,3 +93,102 @@ def test_a_receiver_whose_trainer_never_sends_times_out(store_address):
     receiver = Handshake.connect(*store_address, timeout_s=0.5)
     with pytest.raises(WeightSyncError, match="did not start sending"):
         receiver.enter_round(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer group's NCCL path with stand-in ranks and engines (no GPU): what fails there, and in what order
+# the calls reach a rollout worker.
+# ---------------------------------------------------------------------------------------------------------
+STORE_TIMEOUT = "DistStoreError: Timed out after 300 seconds waiting for clients. 1/2 clients joined."
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _stand_ins(ray, fail: str | None):
+    @ray.remote
+    class Rank:
+        def rendezvous_address(self):
+            return "127.0.0.1", 1
+
+        def init_weight_group(self, address, port, world_size):
+            if fail == "store":
+                raise RuntimeError(STORE_TIMEOUT)
+
+        def broadcast_weights(self, dtype):
+            if fail == "nccl":
+                raise RuntimeError("NCCL error: unhandled system error (run with NCCL_DEBUG=INFO for details)")
+            return {"tensors": 3, "bytes": 300}
+
+    @ray.remote
+    class Engine:  # a rollout worker's weight-sync surface, recording what reached it
+        def __init__(self):
+            self.calls = []
+
+        def weight_group_ranks(self):
+            return 1
+
+        def init_weight_group(self, address, port, offset, world_size):
+            self.calls.append("init_weight_group")
+            return [offset]
+
+        def ready(self):
+            self.calls.append("ready")
+            return True
+
+        def receive_weights(self, version):
+            self.calls.append("receive_weights")
+            return version
+
+        def seen(self):
+            return self.calls
+
+    return Rank.remote(), [Engine.remote(), Engine.remote()]
+
+
+def _group(ray, fail: str | None):
+    from actors.trainer import TrainerGroup
+    from pipeline.training.config import TrainerConfig
+
+    rank, engines = _stand_ins(ray, fail)
+    group = TrainerGroup.__new__(TrainerGroup)  # the driver-side handle without starting FSDP ranks
+    group.cfg = TrainerConfig(start_timeout_s=30, call_timeout_s=30)
+    group.ranks, group.weight_sync, group.weight_dtype = [rank], "nccl", "bfloat16"
+    group._weight_group_members, group.version = None, 1
+    return group, engines
+
+
+def test_the_weight_group_is_built_up_front_and_a_sync_is_queued_in_one_go(ray_local):
+    group, engines = _group(ray_local, fail=None)
+    group.init_weight_group(engines)
+    out = group.sync_weights(engines, timeout_s=30)
+    assert out["synced_version"] == 1.0 and out["weight_sync_tensors"] == 3
+    # No `ready` probe before the receive: nothing can slip in between, and nothing rebuilt the group.
+    assert ray_local.get([e.seen.remote() for e in engines], timeout=30) == [["init_weight_group",
+                                                                               "receive_weights"]] * 2
+
+
+@pytest.mark.parametrize("fail", ["store", "nccl"])
+def test_a_store_or_nccl_failure_is_a_weight_sync_error_naming_it(ray_local, fail):
+    from pipeline.rollout.weight_sync import WeightSyncError
+
+    group, engines = _group(ray_local, fail)
+    with pytest.raises(WeightSyncError) as caught:
+        group.init_weight_group(engines)
+        group.sync_weights(engines, timeout_s=30)
+    text = str(caught.value)
+    assert ("DistStoreError" in text) if fail == "store" else ("NCCL error" in text and "version 1" in text)
+
+
+def test_other_rollout_workers_after_the_group_was_built_are_a_weight_sync_error(ray_local):
+    from pipeline.rollout.weight_sync import WeightSyncError
+
+    group, engines = _group(ray_local, fail=None)
+    group.init_weight_group(engines)
+    with pytest.raises(WeightSyncError, match="changed after the NCCL weight group was built"):
+        group.sync_weights(engines[:1], timeout_s=30)

@@ -43,7 +43,10 @@ POLL_S = 0.05
 
 
 class WeightSyncError(RuntimeError):
-    """A weight sync round could not start (a peer did not arrive in time, or the sender gave up)."""
+    """Weights could not reach the rollout engines: a round could not start (a peer did not arrive in time, the
+    sender gave up), or the group's TCP store, the NCCL communicator or a call in the sync failed or timed out
+    (actors/trainer.py raises it for those). The trainer's own state is intact, so the driver saves it and stops
+    with exit 1; the engines cannot be re-joined within the run (an NCCL group takes no new members)."""
 
 
 @dataclass
