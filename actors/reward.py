@@ -45,7 +45,8 @@ class RewardReplica:
         self.scorer = RewardScorer(cfg, models)
         self.scorer.warmup()  # load the model now: a replica is ready only when it can score
         b = cfg.batching
-        self.batcher = MicroBatcher(self.scorer.measure, b.max_batch, b.max_wait_ms / 1000.0)
+        self.batcher = MicroBatcher(self.scorer.measure, b.max_batch, b.max_wait_ms / 1000.0,
+                                    concurrency=cfg.batch_concurrency())
         # Consecutive requests whose every judged sample came back as an engine error: an engine that died
         # inside this live process (CUDA error, vLLM EngineDeadError, endpoint gone) still answers `ping`.
         self.engine_failure_streak = 0

@@ -67,6 +67,47 @@ def test_batcher_hands_a_failure_to_every_caller_of_that_batch_only():
     assert second == ["c", "d"]  # the worker survives a failed batch
 
 
+def test_batcher_keeps_several_batches_in_flight_for_a_continuous_engine():
+    """concurrency=3: a new batch goes out while earlier ones still run (an engine with continuous batching takes
+    them all); with one slot, the next batch waits for the running one (an engine serving one call at a time)."""
+    def run(concurrency):
+        running, peak, lock = [0], [0], threading.Lock()
+
+        def fn(items):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.2)
+            with lock:
+                running[0] -= 1
+            return items
+
+        async def main():
+            b = MicroBatcher(fn, max_batch=2, max_wait_s=0.01, concurrency=concurrency)
+            t0 = time.monotonic()
+            out = await asyncio.gather(*(b.submit([i, i + 100]) for i in range(6)))
+            return out, time.monotonic() - t0, b.batches, b.peak_batches_running
+
+        return (*asyncio.run(asyncio.wait_for(main(), 30)), peak[0])
+
+    out, wall, batches, peak_batches, peak_calls = run(3)
+    assert out == [[i, i + 100] for i in range(6)] and sorted(batches) == [2] * 6
+    assert peak_batches == peak_calls == 3 and wall < 0.2 * 6 * 0.75  # overlapped, not one after another
+    out, wall, batches, peak_batches, peak_calls = run(1)
+    assert out == [[i, i + 100] for i in range(6)] and peak_batches == peak_calls == 1 and wall >= 0.2 * 6
+
+
+def test_batch_concurrency_fills_a_continuous_engine_and_is_refused_for_a_serial_one():
+    from pipeline.critic.config import RewardConfig
+
+    assert RewardConfig().batch_concurrency() == 1  # hf: one generate at a time
+    assert RewardConfig(backend="vllm", vllm={"engine": "llm"}).batch_concurrency() == 1
+    vllm = RewardConfig(backend="vllm", vllm={"engine": "async", "max_num_seqs": 64}, batching={"max_batch": 16})
+    assert vllm.batch_concurrency() == 8  # twice the batches that fill its 64 sequence slots
+    with pytest.raises(ValueError, match="serves one call at a time"):
+        RewardConfig(batching={"concurrency": 2})
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Ray replicas
 # ---------------------------------------------------------------------------------------------------------

@@ -241,6 +241,12 @@ class BatchingConfig(Strict):
     max_batch: int = Field(16, ge=1)  # B: a replica runs the model once it holds this many pairs...
     max_wait_ms: float = Field(50.0, ge=0)  # T: ...or when the oldest has waited this long
     chunk_size: int = Field(4, ge=1)  # samples per remote call from the pool to a replica
+    # Batches a replica has in flight at once. None: enough to keep an engine with continuous batching full —
+    # twice the batches that fill its sequence slots, so a slot that frees finds a request waiting (vllm with
+    # engine=async: 2·ceil(vllm.max_num_seqs / max_batch); openai: 2·ceil(all endpoints' max_concurrency /
+    # max_batch); benchmarks/reward_engine.py) — and 1 for engines that serve one call at a time (hf, vllm
+    # engine=llm, fingerprint).
+    concurrency: int | None = Field(None, ge=1)
 
 
 class ReplicasConfig(Strict):
@@ -326,7 +332,22 @@ class RewardConfig(Strict):
             raise ValueError("reward.backend=openai needs at least one entry in reward.openai.endpoints")
         if any(t.name == "embedding" for t in self.formula.terms) and not self.embedding.path:
             raise ValueError("reward term 'embedding' needs reward.embedding.path (a local vision encoder)")
+        serial = self.backend in ("hf", "fingerprint") or (self.backend == "vllm" and self.vllm.engine == "llm")
+        if serial and (self.batching.concurrency or 1) > 1:
+            raise ValueError(f"reward.batching.concurrency > 1 needs an engine that batches continuously (vllm with "
+                             f"vllm.engine=async, or openai); reward.backend={self.backend} serves one call at a time")
         return self
+
+    def batch_concurrency(self) -> int:
+        """Batches a replica keeps in flight (`batching.concurrency`, or enough to fill the engine)."""
+        b = self.batching
+        if b.concurrency is not None:
+            return b.concurrency
+        if self.backend == "vllm" and self.vllm.engine == "async":
+            return 2 * -(-self.vllm.max_num_seqs // b.max_batch)
+        if self.backend == "openai":
+            return 2 * -(-sum(e.max_concurrency for e in self.openai.endpoints) // b.max_batch)
+        return 1
 
     def sampling(self, task: str) -> RMSamplingConfig:
         return getattr(self.tasks, task).sampling

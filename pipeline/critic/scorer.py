@@ -8,6 +8,7 @@ fills every sample's reward, breakdown and discrepancies.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ class RewardScorer:
         self._backend = backend
         self.measured = 0
         self.busy_s = 0.0
+        self._count_lock = threading.Lock()  # measure runs in several threads when batches overlap
 
     @property
     def backend(self) -> RewardBackend:
@@ -57,8 +59,9 @@ class RewardScorer:
         partials = [Partial(uid=s.uid, failure=f) for s, f in zip(samples, failures)]
         for i, p in zip(ok, measured):
             partials[i] = p
-        self.measured += len(samples)
-        self.busy_s += time.perf_counter() - t0
+        with self._count_lock:
+            self.measured += len(samples)
+            self.busy_s += time.perf_counter() - t0
         return partials
 
     def score(self, samples: list[Sample]) -> dict[str, Any]:

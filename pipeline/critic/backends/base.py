@@ -11,9 +11,10 @@ Backends that serve a language model also answer text-only chats constrained to 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from PIL import Image
@@ -73,6 +74,15 @@ class BackendStats:
         key = reason.split(":", 1)[0]
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
+    def add(self, other: BackendStats) -> None:
+        """Fold one call's counts into these (a replica may run several calls at once)."""
+        for f in fields(self):
+            if isinstance(getattr(self, f.name), int):
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for key, n in other.reasons.items():
+            self.reasons[key] = self.reasons.get(key, 0) + n
+        self.invalid_examples.extend(other.invalid_examples[: max(0, 5 - len(self.invalid_examples))])
+
 
 class RewardBackend(ABC):
     name = "base"
@@ -80,6 +90,7 @@ class RewardBackend(ABC):
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg
         self.stats = BackendStats()
+        self._stats_lock = threading.Lock()  # batches overlap on engines with continuous batching
         # The answer format of each task decides the decoder's constraint and the parser's rules alike.
         self.formats = {task: cfg.answer_format(task) for task in CATEGORIES}
         self.schemas = {task: json_schema(task, cfg.limits, self.formats[task]) for task in CATEGORIES}
@@ -115,7 +126,8 @@ class RewardBackend(ABC):
         """
         if not requests:
             return []
-        self.stats.text_requests += len(requests)
+        with self._stats_lock:
+            self.stats.text_requests += len(requests)
         try:
             answers = self._generate_text(requests)
             if len(answers) != len(requests):
@@ -125,7 +137,8 @@ class RewardBackend(ABC):
         except Exception as e:  # the whole call failed: every chat in it gets the reason
             log.exception("reward backend %s failed on %d text chats", self.name, len(requests))
             answers = [RawAnswer(error=f"backend:{type(e).__name__}: {e}"[:300])] * len(requests)
-        self.stats.text_errors += sum(a.error is not None for a in answers)
+        with self._stats_lock:
+            self.stats.text_errors += sum(a.error is not None for a in answers)
         return answers
 
     # -- shared ------------------------------------------------------------------------------------------
@@ -135,20 +148,29 @@ class RewardBackend(ABC):
                             self.cfg.task_settings(request.task).layout, self.cfg.max_image_side)
 
     def score(self, requests: list[JudgeRequest]) -> list[Judgement]:
-        """Judge every pair; the i-th judgement belongs to the i-th request. Never raises for a bad pair."""
+        """Judge every pair; the i-th judgement belongs to the i-th request. Never raises for a bad pair.
+        Safe to call from several threads at once (each call counts into its own stats, folded in at the end)."""
+        stats = BackendStats()
+        try:
+            return self._score(requests, stats)
+        finally:
+            with self._stats_lock:
+                self.stats.add(stats)
+
+    def _score(self, requests: list[JudgeRequest], stats: BackendStats) -> list[Judgement]:
         results: list[Judgement | None] = [None] * len(requests)
         prepared: dict[int, tuple[Image.Image, Image.Image]] = {}
         for i, req in enumerate(requests):
-            self.stats.pairs += 1
+            stats.pairs += 1
             if req.task not in CATEGORIES:
                 results[i] = Judgement.failed(str(req.task), f"bad_input:unknown task {req.task!r}")
-                self.stats.bad_inputs += 1
+                stats.bad_inputs += 1
                 continue
             try:
                 prepared[i] = self.prepare(req)
             except BadImage as e:
                 results[i] = Judgement.failed(req.task, f"bad_input:{e}")
-                self.stats.bad_inputs += 1
+                stats.bad_inputs += 1
         for task in CATEGORIES:
             pending = [i for i in prepared if requests[i].task == task]
             attempt = 0
@@ -170,14 +192,14 @@ class RewardBackend(ABC):
                     if ans.error is not None:
                         j = Judgement.failed(task, ans.error if ":" in ans.error else f"transport:{ans.error}")
                     else:
-                        self.stats.generated += 1
+                        stats.generated += 1
                         j = parse_judgement(ans.text, task, self.cfg.limits, ans.finish_reason, self.formats[task],
                                             rule=self.cfg.task_settings(task).parsing)
-                        self.stats.lenient_answers += j.lenient
+                        stats.lenient_answers += j.lenient
                         if not j.valid:
-                            self.stats.invalid_answers += 1
-                            if len(self.stats.invalid_examples) < 5:
-                                self.stats.invalid_examples.append(
+                            stats.invalid_answers += 1
+                            if len(stats.invalid_examples) < 5:
+                                stats.invalid_examples.append(
                                     {"task": task, "reason": j.reason, "finish_reason": ans.finish_reason,
                                      "raw": (ans.text or "")[:2000]})
                     j.attempts, j.latency_s = attempt, (results[i].latency_s if results[i] else 0.0) + dt
@@ -189,7 +211,7 @@ class RewardBackend(ABC):
         for j in results:
             assert j is not None
             if not j.valid:
-                self.stats.invalid_judgements += 1
-                self.stats.count(j.reason or "unknown")
+                stats.invalid_judgements += 1
+                stats.count(j.reason or "unknown")
             out.append(j)
         return out
