@@ -33,7 +33,7 @@ class DeepSpeedSettings(Strict):
     zero_stage: Literal[0, 1, 2, 3] = 2  # 0: plain data parallel; 1/2/3 shard optimizer / +grads / +weights
     bf16: bool = False  # bf16 compute with fp32 master weights (GPUs; works on CPU too, fp16 does not)
     # Merged (deeply) into the generated DeepSpeed config last, e.g. {"zero_optimization": {"overlap_comm":
-    # true}} or {"optimizer": {"params": {"torch_adam": false}}}. It may change anything: you own the result.
+    # true}} or {"optimizer": {"params": {"torch_adam": false}}} (FusedAdam: needs its CUDA op built). It may change anything: you own the result.
     extra: dict[str, Any] = {}
 
 

@@ -184,10 +184,11 @@ def deepspeed_config(cfg: CriticTrainConfig) -> dict[str, Any]:
         "gradient_clipping": cfg.max_grad_norm,
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.deepspeed.bf16},
-        # torch's AdamW on CPU: DeepSpeed's FusedAdam / CPU Adam compile a C++ op on first use (~1 min).
+        # torch's AdamW everywhere: DeepSpeed's FusedAdam (GPU) and CPU Adam are C++/CUDA ops built on first
+        # use (~1 min on CPU; with nvcc on GPU, which the image does not ship and DS_BUILD_OPS=0 leaves unbuilt).
+        # Under ZeRO the optimizer steps on this rank's shard only; `deepspeed.extra` can choose FusedAdam.
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
-                                                  "betas": [0.9, 0.999], "eps": 1e-8,
-                                                  "torch_adam": cfg.num_gpus_per_rank <= 0}},
+                                                  "betas": [0.9, 0.999], "eps": 1e-8, "torch_adam": True}},
         "steps_per_print": 10**9,  # we log; DeepSpeed's own step lines would interleave with the bar
         "wall_clock_breakdown": False,
     }
