@@ -357,11 +357,13 @@ def test_vllm_gets_a_view_of_the_tiny_model_with_the_stock_processor_class(polic
 
     from pipeline.rollout.vllm import vllm_model_dir
 
-    view = vllm_model_dir(policy_dir)
-    assert view != policy_dir and view.parent == policy_dir.parent
+    views = tmp_path / "views"
+    view = vllm_model_dir(policy_dir, views)
+    # Built in a writable cache, not beside the checkpoint (a trained critic is often mounted read-only).
+    assert view != policy_dir and view.parent == views and not any(policy_dir.parent.glob(policy_dir.name + "-*"))
     assert json.loads((view / "processor_config.json").read_text())["processor_class"] == "Qwen3VLProcessor"
     assert (view / "model.safetensors").resolve() == (policy_dir / "model.safetensors").resolve()
-    assert vllm_model_dir(policy_dir) == view  # idempotent (several workers prepare it)
+    assert vllm_model_dir(policy_dir, views) == view  # idempotent (several workers prepare it)
     # A real checkpoint (stock processor class) is handed over unchanged.
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}))
     assert vllm_model_dir(tmp_path) == tmp_path

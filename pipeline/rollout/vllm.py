@@ -31,6 +31,7 @@ with what to install.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -74,10 +75,17 @@ def vllm_import_error() -> str | None:
     return None
 
 
-def vllm_model_dir(path: Path) -> Path:
-    """The checkpoint directory to hand vLLM. Our tiny models name the image-only processor class (written so
-    CPU machines need no torchvision); vLLM resolves processors by class name, so it gets a sibling view of the
-    directory (symlinks) whose processor_config names the stock class. Real checkpoints are used as they are."""
+# Where the processor views of checkpoints live: a writable cache, never beside the checkpoint (a project-trained
+# critic is often mounted read-only, e.g. /models on the cluster).
+VIEWS_DIR = Path(os.environ.get("VISUAL_ERM_VIEWS_DIR", "~/.cache/visual-erm-rl/vllm-views")).expanduser()
+
+
+def vllm_model_dir(path: Path, views_dir: Path | None = None) -> Path:
+    """The checkpoint directory to hand vLLM. Checkpoints this project wrote (tiny models, critics it trained)
+    name the image-only processor class (so CPU machines need no torchvision); vLLM resolves processors by class
+    name, so it gets a view of the directory (symlinks) whose processor_config names the stock class, built
+    under `views_dir` (default VIEWS_DIR) and keyed by the checkpoint's real path. Real checkpoints are used as
+    they are."""
     config_file = path / "processor_config.json"
     if not config_file.is_file():
         return path
@@ -85,8 +93,9 @@ def vllm_model_dir(path: Path) -> Path:
     stock = OUR_PROCESSOR_CLASSES.get(processor_config.get("processor_class"))
     if stock is None:
         return path
-    view = path.with_name(path.name + "-vllm")
-    view.mkdir(exist_ok=True)
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    view = Path(views_dir or VIEWS_DIR) / f"{path.name}-{key}"
+    view.mkdir(parents=True, exist_ok=True)
     for item in path.iterdir():
         link = view / item.name
         if item.name != config_file.name and not os.path.lexists(link):
