@@ -275,3 +275,14 @@ def test_one_node_cluster_differs_from_the_paper_scale_one_only_in_sizes():
 
     small = _docs(CLUSTER_DIR / "raycluster-1x8.yaml")[0]
     assert without_sizes(small) == without_sizes(BASE)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_pod_tolerates_the_gpu_nodes_taint(path):
+    """GPU nodes usually carry `nvidia.com/gpu:NoSchedule`; on a one-machine cluster the head and render pods must
+    land there too, or the cluster never starts."""
+    for doc in _docs(path):
+        for name, group in _pod_templates(doc):
+            tolerations = group["template"]["spec"].get("tolerations", [])
+            assert any(t.get("key") == "nvidia.com/gpu" and t.get("operator") == "Exists" for t in tolerations), \
+                f"{path.name}: {name} does not tolerate nvidia.com/gpu"
