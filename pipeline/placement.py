@@ -107,6 +107,10 @@ class NodeGroup:
     gpus: float
     memory_bytes: int = 0
     is_head: bool = False
+    # What each pod asks Kubernetes for (container requests), which a node must hold; Ray's view (`cpus`) can be
+    # smaller (the head advertises 0 CPUs to Ray but its pod still takes its CPUs from the node).
+    pod_cpus: float = 0.0
+    pod_gpus: float = 0.0
 
     def capacity(self) -> dict[str, float]:
         return {"CPU": self.cpus, "GPU": self.gpus}
@@ -169,8 +173,67 @@ def _group_resources(group: dict, where: str, is_head: bool, name: str, replicas
         raise PlacementError(f"{where}: no CPU count (set resources.limits.cpu or rayStartParams.num-cpus)")
     gpus = pick("GPU", "num-gpus", lambda k: k.endswith("/gpu")) or 0.0
     memory = pick("memory", "memory", lambda k: k == "memory") or 0.0
+    pod_cpu, pod_gpu = container_value(lambda k: k == "cpu"), container_value(lambda k: k.endswith("/gpu"))
     return NodeGroup(name=name, replicas=replicas, cpus=float(math.ceil(cpus - _EPS)), gpus=gpus,
-                     memory_bytes=int(memory), is_head=is_head)
+                     memory_bytes=int(memory), is_head=is_head,
+                     pod_cpus=parse_quantity(pod_cpu, f"{where} container cpu") if pod_cpu is not None else cpus,
+                     pod_gpus=parse_quantity(pod_gpu, f"{where} container gpu") if pod_gpu is not None else gpus)
+
+
+# The machine a manifest is sized for, in its metadata annotations, e.g.
+#   visual-erm-rl/node-type: "8x H100 80GB, 96 vCPU, 1900 GiB (Azure ND96isr H100 v5 class)"
+#   visual-erm-rl/node-capacity: "cpu=96,memory=1900Gi,gpu=8"
+#   visual-erm-rl/nodes: "1"      # optional: the whole cluster on this many such machines
+NODE_TYPE, NODE_CAPACITY, NODES = "visual-erm-rl/node-type", "visual-erm-rl/node-capacity", "visual-erm-rl/nodes"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    description: str
+    cpus: float
+    memory_bytes: float
+    gpus: float
+    nodes: int | None = None  # the cluster must fit on this many nodes (pods in all); None: each pod on one
+
+
+def node_type_from_manifest(doc: dict, source: str = "manifest") -> NodeType | None:
+    notes = (doc.get("metadata") or {}).get("annotations") or {}
+    if NODE_CAPACITY not in notes:
+        return None
+    fields = dict(part.split("=", 1) for part in str(notes[NODE_CAPACITY]).split(",") if "=" in part)
+    try:
+        return NodeType(str(notes.get(NODE_TYPE, "")), parse_quantity(fields["cpu"], f"{source}: node cpu"),
+                        parse_quantity(fields["memory"], f"{source}: node memory"),
+                        parse_quantity(fields.get("gpu", 0), f"{source}: node gpu"),
+                        int(notes[NODES]) if NODES in notes else None)
+    except KeyError as e:
+        raise PlacementError(f"{source}: {NODE_CAPACITY} needs cpu= and memory= (got {notes[NODE_CAPACITY]!r})") from e
+
+
+def node_type_report(node_type: NodeType, groups: list[NodeGroup]) -> tuple[list[str], list[str]]:
+    """(lines for the report, problems): every pod fits one node of the type; with `nodes`, all pods fit that
+    many nodes' CPUs, memory and GPUs."""
+    lines = [f"node type: {node_type.description or '(unnamed)'}: CPU {node_type.cpus:g}, memory "
+             f"{format_bytes(node_type.memory_bytes)}, GPU {node_type.gpus:g}"]
+    problems = []
+    for g in groups:
+        for what, need, have in (("CPU", g.pod_cpus, node_type.cpus), ("memory", g.memory_bytes, node_type.memory_bytes),
+                                 ("GPU", g.pod_gpus, node_type.gpus)):
+            if need > have + _EPS:
+                shown = format_bytes(need) if what == "memory" else f"{need:g}"
+                problems.append(f"a {g.name} pod asks {what} {shown}, more than one node has")
+    if node_type.nodes:
+        totals = {"CPU": sum(g.pod_cpus * g.replicas for g in groups),
+                  "memory": sum(g.memory_bytes * g.replicas for g in groups),
+                  "GPU": sum(g.pod_gpus * g.replicas for g in groups)}
+        have = {"CPU": node_type.cpus * node_type.nodes, "memory": node_type.memory_bytes * node_type.nodes,
+                "GPU": node_type.gpus * node_type.nodes}
+        lines.append(f"pods in all: CPU {totals['CPU']:g}/{have['CPU']:g}, memory {format_bytes(totals['memory'])}/"
+                     f"{format_bytes(have['memory'])}, GPU {totals['GPU']:g}/{have['GPU']:g} on {node_type.nodes} "
+                     "node(s)")
+        problems += [f"the pods ask {k} {format_bytes(v) if k == 'memory' else f'{v:g}'} in all, more than "
+                     f"{node_type.nodes} node(s) of the type have" for k, v in totals.items() if v > have[k] + _EPS]
+    return lines, problems
 
 
 def node_groups_from_manifest(doc: dict, source: str = "manifest") -> list[NodeGroup]:
@@ -394,10 +457,18 @@ def dry_run(cfg: Config, config_arg: str | None, cluster_arg: str | None, repo_r
     except PlacementError as e:
         return 2, f"dry run: {e}"
     result = plan_for_config(cfg, groups)
+    extra: list[str] = []
+    try:
+        node_type = node_type_from_manifest(doc, str(manifest))
+    except PlacementError as e:
+        return 2, f"dry run: {e}"
+    if node_type is not None:
+        extra, problems = node_type_report(node_type, groups)
+        result.problems += problems
     name = (doc.get("metadata") or {}).get("name", "?")
     title = (f"placement plan: {_shown(preset or Path(str(config_arg)), repo_root)} on "
              f"{_shown(manifest, repo_root)} ({doc.get('kind')} {name})")
-    return (0 if result.fits else 3), result.format(title)
+    return (0 if result.fits else 3), "\n".join([result.format(title), *extra])
 
 
 def _shown(path: Path, repo_root: Path) -> str:

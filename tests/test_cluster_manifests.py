@@ -265,6 +265,7 @@ def test_one_node_cluster_differs_from_the_paper_scale_one_only_in_sizes():
     def without_sizes(doc: dict) -> dict:
         doc = copy.deepcopy(doc)
         doc["metadata"].pop("name")
+        doc["metadata"].pop("annotations")  # the node type each is sized for
         for _, group in _pod_templates(doc):
             for key in ("replicas", "minReplicas", "maxReplicas"):
                 group.pop(key, None)
@@ -286,3 +287,31 @@ def test_every_pod_tolerates_the_gpu_nodes_taint(path):
             tolerations = group["template"]["spec"].get("tolerations", [])
             assert any(t.get("key") == "nvidia.com/gpu" and t.get("operator") == "Exists" for t in tolerations), \
                 f"{path.name}: {name} does not tolerate nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_manifest_names_its_node_type_and_fits_it(path):
+    """Pods a node cannot hold never schedule: each manifest names the machine it is sized for, and its pods fit it
+    (the one-machine cluster: all of them together)."""
+    from pipeline.placement import node_groups_from_manifest, node_type_from_manifest, node_type_report
+
+    doc = _docs(path)[0]
+    node_type = node_type_from_manifest(doc, path.name)
+    assert node_type is not None, f"{path.name} names no node type (visual-erm-rl/node-capacity)"
+    lines, problems = node_type_report(node_type, node_groups_from_manifest(doc, path.name))
+    assert problems == [], problems
+    if path.name == "raycluster-1x8.yaml":
+        assert node_type.nodes == 1 and any(line.startswith("pods in all: CPU 90/94") for line in lines), lines
+
+
+def test_a_cluster_too_big_for_its_node_type_is_reported():
+    from pipeline.placement import NodeGroup, NodeType, node_type_report
+
+    groups = [NodeGroup("headgroup", 1, 0, 0, 32 * 2**30, True, pod_cpus=8), NodeGroup("trainer", 1, 48, 4, 400 * 2**30,
+                                                                                        pod_cpus=48, pod_gpus=4),
+              NodeGroup("render", 1, 32, 0, 64 * 2**30, pod_cpus=32), NodeGroup("gpu", 2, 24, 2, 200 * 2**30,
+                                                                                 pod_cpus=24, pod_gpus=2)]
+    _, problems = node_type_report(NodeType("96 vCPU", 94, 1800 * 2**30, 8, nodes=1), groups)
+    assert problems == ["the pods ask CPU 136 in all, more than 1 node(s) of the type have"]
+    _, problems = node_type_report(NodeType("small", 40, 1800 * 2**30, 8), groups)
+    assert problems == ["a trainer pod asks CPU 48, more than one node has"]

@@ -144,8 +144,8 @@ def test_four_node_preset_on_the_one_node_cluster_fails_naming_groups(capsys):
     assert code == 3
     err = capsys.readouterr().err
     assert "DOES NOT FIT" in err
-    assert "trainer: only 4 of 16 replicas fit; GPU: 16×1 = 16 GPU wanted, node group 'trainer' has 4" in err
-    assert "rollout: only 2 of 8 replicas fit; GPU" in err and "reward: only 2 of 8" in err
+    assert "trainer: only 4 of 16 replicas fit;" in err and "GPU: 16×1 = 16 GPU wanted, node group 'trainer' has 4" in err
+    assert "rollout: only 2 of 8 replicas fit;" in err and "reward: only 2 of 8" in err
 
 
 def test_cli_dry_run_exit_codes():
@@ -157,7 +157,7 @@ def test_cli_dry_run_exit_codes():
     assert "trainer  4 × {CPU 8, GPU 1} on node group 'trainer'" in ok.stdout
     bad = subprocess.run(cmd + ["trainer.ranks=8"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 3
-    assert "trainer: only 4 of 8 replicas fit; GPU" in bad.stderr
+    assert "trainer: only 4 of 8 replicas fit;" in bad.stderr and "GPU: 8×1 = 8 GPU wanted" in bad.stderr
 
 
 def test_default_preset_names_no_cluster():
