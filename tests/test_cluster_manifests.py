@@ -315,3 +315,14 @@ def test_a_cluster_too_big_for_its_node_type_is_reported():
     assert problems == ["the pods ask CPU 136 in all, more than 1 node(s) of the type have"]
     _, problems = node_type_report(NodeType("small", 40, 1800 * 2**30, 8), groups)
     assert problems == ["a trainer pod asks CPU 48, more than one node has"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_nccl_pods_name_their_network(path):
+    """The trainer ranks (FSDP collectives) and the rollout engines (the NCCL weight broadcast) say which interface
+    NCCL bootstraps on and that it may use InfiniBand/RoCE: the parameters a cluster admin adapts."""
+    for doc in _docs(path):
+        for name, group in _pod_templates(doc):
+            if name in ("trainer", "rollout"):
+                env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0].get("env", [])}
+                assert {"NCCL_SOCKET_IFNAME", "NCCL_IB_DISABLE"} <= set(env), f"{path.name}: {name}"
