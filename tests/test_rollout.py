@@ -306,7 +306,8 @@ def test_nccl_sync_orchestration_ranks_offsets_and_versions():
     """The driver side of rollout.weight_sync=nccl with stand-in actors (the real one needs GPUs and vLLM):
     one group of 1 + Σ tp ranks, each engine at its offset, every trainer rank gathering, workers adopting
     the trainer's version; the group is built once."""
-    from actors.trainer import TrainerError, TrainerGroup
+    from actors.trainer import TrainerGroup
+    from pipeline.rollout.weight_sync import WeightSyncError
     from pipeline.training.config import TrainerConfig
 
     calls = []
@@ -348,7 +349,7 @@ def test_nccl_sync_orchestration_ranks_offsets_and_versions():
     group.version = 6
     group.sync_weights(workers)
     assert not [c for c in calls if c[1] == "init_weight_group"]  # built once
-    with pytest.raises(TrainerError, match="rollout workers changed"):
+    with pytest.raises(WeightSyncError, match="rollout workers changed"):  # saved, then exit 1
         group.sync_weights(workers[:1])
 
 
