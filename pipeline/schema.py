@@ -48,6 +48,11 @@ def read_section_data(model: type[BaseModel], path: Union[str, Path, None],
             raise ConfigError(f"config file not found: {path}")
         data = read_yaml_mapping(path)
         check_keys(data, model, prefix="", source=str(path))
+    return apply_overrides(data, model, overrides)
+
+
+def apply_overrides(data: dict, model: type[BaseModel], overrides: tuple[str, ...] | list[str]) -> dict:
+    """`a.b.c=value` items set into `data` (in place, and returned), each key path checked against `model`."""
     for item in overrides:
         key, value = parse_override(item)
         check_path(key, model)

@@ -332,11 +332,15 @@ class RewardConfig(Strict):
             raise ValueError("reward.backend=openai needs at least one entry in reward.openai.endpoints")
         if any(t.name == "embedding" for t in self.formula.terms) and not self.embedding.path:
             raise ValueError("reward term 'embedding' needs reward.embedding.path (a local vision encoder)")
-        serial = self.backend in ("hf", "fingerprint") or (self.backend == "vllm" and self.vllm.engine == "llm")
-        if serial and (self.batching.concurrency or 1) > 1:
+        if not self.batches_continuously() and (self.batching.concurrency or 1) > 1:
             raise ValueError(f"reward.batching.concurrency > 1 needs an engine that batches continuously (vllm with "
                              f"vllm.engine=async, or openai); reward.backend={self.backend} serves one call at a time")
         return self
+
+    def batches_continuously(self) -> bool:
+        """An engine that takes requests while others run (vLLM's AsyncLLM, an OpenAI-compatible server); hf,
+        vLLM's offline LLM and fingerprint serve one call at a time."""
+        return (self.backend == "vllm" and self.vllm.engine == "async") or self.backend == "openai"
 
     def batch_concurrency(self) -> int:
         """Batches a replica keeps in flight (`batching.concurrency`, or enough to fill the engine)."""

@@ -29,11 +29,9 @@ from pipeline.sample import TASK_KINDS, Sample
 from pipeline.schema import (
     ConfigError,
     Strict,
+    apply_overrides,
     check_keys,
-    check_path,
-    parse_override,
     read_yaml_mapping,
-    set_path,
     validate,
 )
 
@@ -55,11 +53,7 @@ def load_reward_settings(config: str | None, overrides: list[str]) -> tuple[Mode
         raise ConfigError(f"config file not found: {path}")
     data = {k: v for k, v in read_yaml_mapping(path).items() if k in JudgeSettings.model_fields}
     check_keys(data, JudgeSettings, prefix="", source=str(path))
-    for item in overrides:
-        key, value = parse_override(item)
-        check_path(key, JudgeSettings)
-        set_path(data, key, value)
-    settings = validate(JudgeSettings, data, source=str(path))
+    settings = validate(JudgeSettings, apply_overrides(data, JudgeSettings, overrides), source=str(path))
     return settings.models, settings.reward
 
 
