@@ -1,6 +1,8 @@
 """The production environment resolves: the `gpu` extra, resolved for linux x86_64 by uv from the registry's
-metadata (seconds, no wheel installed), is exactly requirements-gpu.lock, and shares torch and transformers
-with the CPU lock. A pin that has no solution (vLLM 0.33 needs transformers >=5.16.1, verl 0.9.1 <5.11) fails
+metadata (seconds, no wheel installed) with the lock's own pins as preferences, is exactly
+requirements-gpu.lock, and shares torch and transformers with the CPU lock. Preferences, not "what the registry
+gives today": a lock is a solution frozen in time, and a new release of some transitive package (peft, loguru)
+must not fail CI; a pyproject change that the locked pins no longer satisfy must. A pin that has no solution (vLLM 0.33 needs transformers >=5.16.1, verl 0.9.1 <5.11) fails
 here, not in a GPU user's first `pip install`.
 
 Needs the package registry; where it cannot be reached the tests skip and say so (a resolution error fails).
@@ -32,10 +34,18 @@ def _uv() -> str:
     return found
 
 
-def resolve(pyproject: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([_uv(), "pip", "compile", str(pyproject), "--extra", "gpu", *PLATFORM, "--no-header",
-                           "--no-annotate", "--quiet"], capture_output=True, text=True, timeout=300,
-                          cwd=pyproject.parent)
+def resolve(pyproject: Path, preferences: str | None = None) -> subprocess.CompletedProcess:
+    """Resolve the gpu extra; with `preferences` (a lock's text) uv keeps every pin that still fits, as it does
+    when regenerating a lock in place with `-o`. The answer is returned in stdout either way."""
+    out = pyproject.parent / ".gpu-lock-check.txt"
+    out.write_text(preferences or "")
+    try:
+        proc = subprocess.run([_uv(), "pip", "compile", str(pyproject), "--extra", "gpu", *PLATFORM, "--no-header",
+                               "--no-annotate", "--quiet", "-o", str(out)], capture_output=True, text=True,
+                              timeout=300, cwd=pyproject.parent)
+        proc.stdout = out.read_text()
+    finally:
+        out.unlink(missing_ok=True)
     if proc.returncode != 0 and any(w in proc.stderr for w in NETWORK_ERRORS) and "No solution" not in proc.stderr:
         pytest.skip(f"the package registry cannot be reached: {proc.stderr.strip()[-300:]}")
     return proc
@@ -51,13 +61,23 @@ def pins(text: str) -> dict[str, str]:
     return out
 
 
-def test_the_gpu_lock_is_what_the_resolver_gives_today():
-    proc = resolve(REPO / "pyproject.toml")
+def stale_pins(pyproject: Path, lock_text: str) -> dict[str, tuple]:
+    proc = resolve(pyproject, preferences=lock_text)
     assert proc.returncode == 0, f"the gpu extra has no solution:\n{proc.stderr}"
-    resolved, locked = pins(proc.stdout), pins(GPU_LOCK.read_text())
-    stale = {k: (locked.get(k), resolved.get(k)) for k in set(resolved) | set(locked) if locked.get(k) != resolved.get(k)}
+    resolved, locked = pins(proc.stdout), pins(lock_text)
+    return {k: (locked.get(k), resolved.get(k)) for k in set(resolved) | set(locked) if locked.get(k) != resolved.get(k)}
+
+
+def test_the_gpu_lock_is_a_solution_of_pyproject():
+    stale = stale_pins(REPO / "pyproject.toml", GPU_LOCK.read_text())
     assert not stale, ("requirements-gpu.lock is stale (package: locked → resolved); regenerate it with the command "
                        f"in its header:\n{stale}")
+
+
+def test_a_lock_missing_a_package_is_stale():
+    """The check can fail: a lock without one of the packages the extra needs is caught."""
+    lock = "\n".join(line for line in GPU_LOCK.read_text().splitlines() if not line.startswith("peft=="))
+    assert stale_pins(REPO / "pyproject.toml", lock).get("peft", (0,))[0] is None
 
 
 def test_gpu_and_cpu_environments_share_torch_and_transformers():
