@@ -182,6 +182,10 @@ class Driver:
         from pipeline.data.loader import PromptLoader
 
         train_prompts, self.eval_prompts = prepare_datasets(self.cfg.data)
+        if self.cfg.reward.backend == "structural" and self.cfg.reward.uses_judge():
+            from pipeline.critic.backends.structural import check_reference_programs  # the oracle's data rule
+
+            check_reference_programs(train_prompts, "training")
         self.loader = PromptLoader(train_prompts, self.cfg.data.prompts_per_step, seed=self.cfg.run.seed)
         log.info("data: %d train prompts, %d eval prompts", len(train_prompts), len(self.eval_prompts))
 
@@ -391,7 +395,8 @@ class Driver:
             return self.rollout_pool.generate(next(self._revisers), prompts, 1)
 
         return revision_stage(batch, sample_one, self.render_pool, self.reward_pool,
-                              self.cfg.rollout.revision_rounds, self.cfg.revision.max_listed)
+                              self.cfg.rollout.revision_rounds, self.cfg.revision.max_listed,
+                              self.cfg.revision.feedback)
 
     def _update(self, groups: list[list[Sample]]) -> tuple[dict, dict]:
         """The step's rewards finalised, one GRPO update on its groups (and their revised turns), the new

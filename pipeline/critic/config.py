@@ -310,7 +310,9 @@ class FormulaConfig(Strict):
 
 
 class RewardConfig(Strict):
-    backend: Literal["hf", "vllm", "openai", "fingerprint"] = "hf"  # fingerprint: deterministic, tests only
+    # structural: the oracle critic (the reference and policy programs diffed, no model; needs reference programs);
+    # fingerprint: deterministic, tests only.
+    backend: Literal["hf", "vllm", "openai", "structural", "fingerprint"] = "hf"
     max_image_side: int = Field(1024, ge=16)  # images sent to the RM (paper: ≤1024 px)
     # RM answers per pair until one is valid, for every task; None = each task's `max_attempts` (official:
     # charts/SVG 2 — get_reward_from_rm(retry=2) —, tables 1).
@@ -364,6 +366,13 @@ class RewardConfig(Strict):
 
     def answer_format(self, task: str) -> AnswerFormat:
         return resolve_format(getattr(self.tasks, task).answer_format, task)
+
+    def critic_label(self) -> str:
+        """Who lists the discrepancies, in the words the run report, the wandb table and the logs show."""
+        return {"structural": "oracle: structural diff of the reference and policy programs (no model)",
+                "hf": "learned critic (hf backend)", "vllm": "learned critic (vllm backend)",
+                "openai": "critic endpoint (openai backend)",
+                "fingerprint": "fingerprint stand-in (tests only)"}[self.backend]
 
     def uses_judge(self) -> bool:
         return any(t.name.startswith("visual_erm") for t in self.formula.terms)

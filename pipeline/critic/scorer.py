@@ -52,7 +52,8 @@ class RewardScorer:
         judgements: dict[int, Judgement] = {}
         if judge_rows:
             requests = [JudgeRequest(samples[i].task, samples[i].reference_image, samples[i].rendered_image,
-                                     key=samples[i].uid) for i in judge_rows]
+                                     key=samples[i].uid, reference_code=samples[i].ground_truth_code,
+                                     code=samples[i].code) for i in judge_rows]
             for i, j in zip(judge_rows, self.backend.score(requests)):
                 judgements[i] = j
         measured = self.function.measure([samples[i] for i in ok], [judgements.get(i) for i in ok])

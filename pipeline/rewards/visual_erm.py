@@ -40,8 +40,11 @@ class _VisualERM(Term):
         if judgement.valid:
             return {"severity": float(judgement.severity), "errors": float(len(judgement.errors)),
                     "invalid_judgement": 0.0, "attempts": float(judgement.attempts)}
-        if (judgement.reason or "").startswith(NO_ANSWER_REASONS):
-            return Unavailable(f"{INFRASTRUCTURE}critic:{judgement.reason}")
+        reason = judgement.reason or ""
+        if reason.startswith("oracle:"):  # the oracle had no reference to diff: excluded as "oracle:<why>"
+            return Unavailable(f"{INFRASTRUCTURE}{reason}")
+        if reason.startswith(NO_ANSWER_REASONS):
+            return Unavailable(f"{INFRASTRUCTURE}critic:{reason}")
         f = self.cfg.formula
         if f.invalid_rule(sample.task) == "fail":
             return Unavailable(f"invalid_judgement:{judgement.reason}")

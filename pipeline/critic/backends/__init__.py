@@ -31,6 +31,10 @@ def make_backend(cfg: RewardConfig, model_cfg: ModelConfig | None = None) -> Rew
         from pipeline.critic.backends.openai import OpenAIBackend  # heavy: pulls in httpx
 
         return OpenAIBackend(cfg)
+    if cfg.backend == "structural":
+        from pipeline.critic.backends.structural import StructuralBackend  # heavy: the chart interpreter
+
+        return StructuralBackend(cfg)
     if cfg.backend == "fingerprint":
 
         return FingerprintBackend(cfg, cfg.fingerprint.delay_ms_per_call / 1000, cfg.fingerprint.delay_ms_per_pair / 1000,

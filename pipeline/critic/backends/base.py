@@ -38,6 +38,9 @@ class JudgeRequest:
     reference: Any  # HxWx3 uint8 array (or PIL image / encoded bytes)
     rendered: Any
     key: str = ""  # the caller's identity for this pair (a Sample uid); carried through untouched
+    # The programs behind the pair, for critics that read code (the structural oracle); model critics ignore them.
+    reference_code: str | None = None
+    code: str | None = None
 
 
 @dataclass
