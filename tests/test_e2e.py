@@ -134,7 +134,9 @@ def test_two_rank_run_trains_syncs_versions_and_scores_every_sample(tmp_path, ca
                 "trainer.micro_batch_size_per_device=3",  # 12 samples = 6 per rank = 2 micro-batches
                 # an entropy bonus gives every update a gradient whatever the rewards (the tiny policy's are
                 # often all equal, which zeroes GRPO advantages), so "weights moved" does not hinge on luck
-                "trainer.entropy_coeff=0.01")
+                "trainer.entropy_coeff=0.01",
+                # the learned critic's path end to end (the embedded default's is the structural oracle)
+                "reward.backend=hf")
     runtime = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "2 trainer rank(s)" in proc.stderr

@@ -220,6 +220,10 @@ def check_embedded_default_dashboard(proc: subprocess.CompletedProcess, run_dir:
         image = Image.open(cells[col["reference"]])
         assert min(image.size) > 16
         assert (cells[col["rendering"]] is not None) or cells[col["failure"]]
+        assert cells[col["critic"]].startswith("oracle")  # the embedded default's critic, named on every row
+    # The oracle's discrepancies are the pair's own: over the samples that rendered, not one list for all.
+    listed = {cells[col["discrepancies"]] for cells in table["data"] if cells[col["rendering"]] is not None}
+    assert len(listed) >= 2 or len([c for c in table["data"] if c[col["rendering"]] is not None]) < 2, listed
 
     png = tmp_path / "report.png"
     proc = subprocess.run(
@@ -233,4 +237,5 @@ def check_embedded_default_dashboard(proc: subprocess.CompletedProcess, run_dir:
     html = (run_dir / "report.html").read_text()
     _assert_report_html(html, min_plots=4)
     assert html.count("<tr><td>best") >= 1
+    assert "listed by: oracle" in html and "discrepancies listed by" in html
     _assert_not_blank(png, min_height=1200)

@@ -151,6 +151,7 @@ def test_offline_run_holds_the_image_table_histograms_config_and_commit(tmp_path
         else:
             assert cells[col["rendering"]].is_file()
             assert cells[col["discrepancies"]] == "[2] data @ bar 3: off"
+        assert cells[col["critic"]] == cfg.reward.critic_label()  # who listed them, on every row
         assert json.loads(cells[col["reward_breakdown"]])["format"] == 1.0
     # The images live with the run (staged for `wandb sync` under the run dir, not in the user's home).
     assert all(

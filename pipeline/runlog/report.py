@@ -362,7 +362,8 @@ def _gallery_rows(samples: list[dict[str, Any]], heading: str) -> str:
         rendering = f'<img alt="rendering" src="{rend}">' if rend else ""
         if s.get("failure") or not rend:
             rendering += f'<div class="failure">{_esc(s.get("failure") or "no rendering")}</div>'
-        discrepancies = (
+        critic = f'<div class="meta">listed by: {_esc(s["critic"])}</div>' if s.get("critic") else ""
+        discrepancies = critic + (
             "<br>".join(
                 _esc(
                     f"[{d.get('severity', '?')}] {d.get('category', '?')} @ {d.get('location', '')}: "
@@ -423,6 +424,7 @@ def build_html(run: RunData, gallery_size: int = 4) -> str:
         ("run", info.get("name", run.run_dir.name)),
         ("directory", run.run_dir),
         ("git commit", info.get("git_commit") or "unknown"),
+        ("discrepancies listed by", info.get("critic") or "–"),
         ("steps logged", f"{len(steps)} ({steps[0]}..{steps[-1]})" if steps else "none"),
         ("train reward (first → last)",
          f"{_fmt(rewards[0])} → {_fmt(rewards[-1])}" if rewards else "–"),

@@ -46,6 +46,7 @@ TABLE_COLUMNS = [
     "failure",
     "code",
     "discrepancies",
+    "critic",
     "reward_breakdown",
     "reward",
     "policy_version",
@@ -241,6 +242,7 @@ class Tracker:
         self.seed = cfg.run.seed
         self.total_steps = cfg.run.total_steps
         self.table_cfg = cfg.logging.wandb
+        self.critic = cfg.reward.critic_label() if cfg.reward.uses_judge() else "none (the reward asks no critic)"
         self.progress = StepProgress(cfg.run.total_steps, cfg.logging.progress)
         # A plain-JSON copy of every logged scalar and of the table rows, readable without wandb (reports).
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +254,8 @@ class Tracker:
         config["git_commit"] = commit
         RunLayout(run_dir).run_info.write_text(
             json.dumps(
-                {"name": cfg.run.name, "git_commit": commit, "started": time.time(), "config": config},
+                {"name": cfg.run.name, "git_commit": commit, "started": time.time(), "critic": self.critic,
+                 "config": config},
                 default=str,
                 indent=1,
             )
@@ -372,6 +375,7 @@ class Tracker:
                     "reward": _finite(s.reward),
                     "reward_breakdown": breakdown,
                     "discrepancies": s.discrepancies,
+                    "critic": self.critic,
                     "code": code,
                     "failure": failure,
                     "render_error": s.render_error,
@@ -389,6 +393,7 @@ class Tracker:
                     failure or "",
                     code,
                     format_discrepancies(s.discrepancies),
+                    self.critic,
                     json.dumps(breakdown, sort_keys=True),
                     _finite(s.reward),
                     s.policy_version,
