@@ -33,6 +33,10 @@ from pipeline.tasks import get_task
 from pipeline.tasks.prompts import DISCREPANCY_LINE, NO_DISCREPANCY_LINE, REVISION_PROMPTS
 
 FeedbackKind = Literal["clean", "discrepancies", "unjudged", "render_error", "blank_image", "no_code"]
+# What the policy is told: "critic" = the renderer's failures and the critic's discrepancies; "render_only" = the
+# renderer's failures only (a rendered answer is shown with "compare it with the reference", whatever the
+# critic found): the baseline that says whether the critic's words help revision.
+FeedbackMode = Literal["critic", "render_only"]
 Keep = Literal["best", "last"]
 SEVERITY_FIRST = -1  # sort key sign: most severe discrepancies are listed first
 _ROUND_SUFFIX = re.compile(r"@r\d+$")
@@ -44,6 +48,7 @@ class RevisionConfig(Strict):
     keep: Literal["best", "last"] = "best"  # test time: the answer kept, by critic reward (ties: the earlier)
     stop_when_clean: bool = True  # no more rounds once the critic lists nothing for a rendered answer
     max_listed: int = Field(8, ge=1)  # discrepancies shown in the feedback, most severe first
+    feedback: FeedbackMode = "critic"  # render_only: the critic's discrepancies withheld (a baseline)
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,9 @@ def _verdict(sample: Sample) -> tuple[str | None, dict[str, Any] | None]:
     return failure, {**judgement, "errors": sample.discrepancies}
 
 
-def feedback_for(sample: Sample) -> Feedback:
-    """What the renderer and the critic said about an answer that has been rendered and judged."""
+def feedback_for(sample: Sample, mode: FeedbackMode = "critic") -> Feedback:
+    """What the renderer and the critic said about an answer that has been rendered and judged (with mode
+    render_only, what the renderer said: a rendered, non-blank answer is `unjudged`)."""
     if not (sample.code or "").strip():
         return Feedback("no_code")
     if sample.rendered_image is None:
@@ -76,6 +82,8 @@ def feedback_for(sample: Sample) -> Feedback:
     failure, judgement = _verdict(sample)
     if failure == "blank_image":
         return Feedback("blank_image")
+    if mode == "render_only":
+        return Feedback("unjudged", detail="render-only feedback")
     if judgement is None or not judgement.get("valid"):
         reason = (judgement or {}).get("reason") or "not judged"
         return Feedback("unjudged", detail=str(reason))
@@ -105,13 +113,13 @@ def root_prompt_id(prompt_id: str) -> str:
     return _ROUND_SUFFIX.sub("", prompt_id)
 
 
-def revision_turn(previous: Sample, max_listed: int = 8) -> Sample:
+def revision_turn(previous: Sample, max_listed: int = 8, feedback_mode: FeedbackMode = "critic") -> Sample:
     """The prompt that asks the policy to revise `previous` (an answer, rendered and judged).
 
     Its GRPO group id is the original prompt's id + "@r<turn>": a prompt's revised answers of one round form
     a group. The rendering is shown (a second image) only when the feedback is about what it draws."""
     task = get_task(previous.task)
-    feedback = feedback_for(previous)
+    feedback = feedback_for(previous, feedback_mode)
     first_turn = previous.messages if previous.turn == 0 else previous.messages[:-2]
     if previous.code:
         said = f"```{task.code_languages[0]}\n{previous.code}\n```"
@@ -184,7 +192,7 @@ def generated_tokens(samples: list[Sample]) -> int:
 
 def revise(first: list[Sample], generate: Callable[[list[Sample]], list[Sample]],
            render: Callable[[list[Sample]], Any], judge: Callable[[list[Sample]], Any], rounds: int,
-           stop_when_clean: bool = True, max_listed: int = 8,
+           stop_when_clean: bool = True, max_listed: int = 8, feedback_mode: FeedbackMode = "critic",
            on_round: Callable[[int, list[Sample]], None] | None = None) -> RevisionRun:
     """Revise each of `first` (answers already rendered and judged) for up to `rounds` rounds.
 
@@ -196,7 +204,7 @@ def revise(first: list[Sample], generate: Callable[[list[Sample]], list[Sample]]
         for item in run.items:
             if item.stopped is not None:
                 continue
-            if stop_when_clean and feedback_for(item.attempts[-1]).kind == "clean":
+            if stop_when_clean and feedback_for(item.attempts[-1], feedback_mode).kind == "clean":
                 item.stopped = "clean"
                 continue
             todo.append(item)
@@ -204,7 +212,7 @@ def revise(first: list[Sample], generate: Callable[[list[Sample]], list[Sample]]
             break
         cost = RoundCost(revised=len(todo))
         t0 = time.perf_counter()
-        answers = generate([revision_turn(item.attempts[-1], max_listed) for item in todo])
+        answers = generate([revision_turn(item.attempts[-1], max_listed, feedback_mode) for item in todo])
         if len(answers) != len(todo):
             raise ValueError(f"revision round {k}: generate returned {len(answers)} answers for {len(todo)} prompts")
         t1 = time.perf_counter()
@@ -220,7 +228,7 @@ def revise(first: list[Sample], generate: Callable[[list[Sample]], list[Sample]]
             on_round(k, answers)
     for item in run.items:
         if item.stopped is None:
-            item.stopped = "clean" if stop_when_clean and feedback_for(item.attempts[-1]).kind == "clean" \
+            item.stopped = "clean" if stop_when_clean and feedback_for(item.attempts[-1], feedback_mode).kind == "clean" \
                 else "rounds"
     return run
 

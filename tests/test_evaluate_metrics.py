@@ -75,3 +75,20 @@ def test_image_metrics_reject_bad_input_clearly():
         ssim(np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="too small"):
         pixel_mse(np.zeros((3, 3, 3), np.uint8), np.zeros((3, 3, 3), np.uint8))
+
+
+def test_svg_structure_score_counts_elements_and_attribute_values():
+    from pipeline.metrics.svg import svg_structure
+
+    ref = '<svg xmlns="http://www.w3.org/2000/svg"><rect x="10" y="5" width="20" height="20" fill="red"/>' \
+          '<circle cx="50" cy="50" r="8" fill="blue"/></svg>'
+    same = '<svg xmlns="http://www.w3.org/2000/svg" version="1.1"><circle r="8.0" cy="50" cx="50" fill="BLUE"/>' \
+           '<rect fill="red" height="20px" width="20" y="5" x="10"/></svg>'
+    assert svg_structure(same, ref) == {"element_f1": 1.0, "attribute_f1": 1.0, "structure": 1.0}
+    recoloured = ref.replace('fill="blue"', 'fill="green"')
+    scores = svg_structure(recoloured, ref)
+    assert scores["element_f1"] == 1.0 and 0.8 < scores["attribute_f1"] < 1.0
+    missing = '<svg xmlns="http://www.w3.org/2000/svg"><rect x="10" y="5" width="20" height="20" fill="red"/></svg>'
+    assert svg_structure(missing, ref)["element_f1"] == 2 * (1 * 0.5) / 1.5
+    for bad in ("", "<svg><rect", "<html/>", None):
+        assert svg_structure(bad, ref)["structure"] == 0.0

@@ -102,7 +102,7 @@ def test_fast_ablation_runs_the_real_driver_and_resumes(tmp_path, run_caches):
                       "data.prompts_per_step=2", "rollout.sampling.n=2", "trainer.micro_batch_size_per_device=4",
                       "logging.wandb.mode=disabled"],
         "arms": [{"name": "render", "overrides": ["reward.formula.terms=[{name: render_success}]"]},
-                 {"name": "visual_erm", "overrides": []}],
+                 {"name": "visual_erm_oracle", "overrides": ["reward.backend=structural"]}],
         "seeds": [0], "out_dir": str(tmp_path / "out"), "probes_per_task": 1}))
     cmd = [sys.executable, "-m", "pipeline.experiments", "ablation", "--config", str(config), "--no-progress"]
     env = dict(os.environ, RAY_ADDRESS="", PYTHONPATH=str(REPO))
@@ -110,11 +110,15 @@ def test_fast_ablation_runs_the_real_driver_and_resumes(tmp_path, run_caches):
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "out"
     report = json.loads((out / "ablation.json").read_text())
-    for arm in ("render", "visual_erm"):
+    for arm in ("render", "visual_erm_oracle"):
         # evaluated before training and after each of the 2 updates
         assert sorted(ablation.eval_curve(out / f"{arm}-s0")) == [0, 1, 2]
         assert report["summary"]["table"][arm]["svg"]["ssim"]["seeds"] == 1
     assert "| render |" in proc.stdout and "title_only" in proc.stdout and "raster_copy" in proc.stdout
+    assert "svg/injection" in proc.stdout
+    # The oracle is not fooled by a note to the critic: the true program scores above the injection.
+    probes = report["probes"]["visual_erm_oracle"]
+    assert all(probes[f"{t}/injection"] < probes[f"{t}/true_program"] for t in ("chart", "table", "svg")), probes
     assert (out / "ablation.png").is_file() and (out / "hacking.md").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert again.returncode == 0 and again.stderr.count("already done") == 2

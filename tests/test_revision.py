@@ -279,12 +279,12 @@ def _revise_cli(tmp_path, run_caches, *args, timeout=600):
 def test_evaluate_revise_runs_every_task_on_the_tiny_models(tmp_path, run_caches):
     import json
 
-    # The random tiny critic lists nothing (clean), so revising clean answers too makes every round run.
+    # The embedded default's critic is the oracle; revising clean answers too makes every round run.
     proc = _revise_cli(tmp_path, run_caches, "--rounds", "2", "--out", str(tmp_path / "out"),
                        "revision.stop_when_clean=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| task | round | render | reward | SSIM | MSE | TEDS | chart F1 |")
+    assert lines[0].startswith("| task | round | render | reward | SSIM | MSE | TEDS | TEDS-S | chart F1 | SVG struct |")
     assert [line.split("|")[1:3] for line in lines[1:]] == [
         [f" {t} ", f" {k} "] for t in ("chart", "svg", "table") for k in range(3)]
     report = json.loads((tmp_path / "out" / "revision.json").read_text())
@@ -298,3 +298,18 @@ def test_evaluate_revise_runs_every_task_on_the_tiny_models(tmp_path, run_caches
 def test_evaluate_revise_refuses_a_bad_override(tmp_path, run_caches):
     proc = _revise_cli(tmp_path, run_caches, "--rounds", "1", "revision.keep=worst", timeout=120)
     assert proc.returncode == 2 and "revision.keep" in proc.stderr
+
+
+def test_render_only_feedback_withholds_the_critics_discrepancies():
+    s = _prompts(1)[0]
+    s.code, s.rendered_image = "bad1", RED
+    s.extra["reward_partial"] = Partial(uid=s.uid, judgement={"valid": True, "errors": ERRORS["bad1"]})
+    assert feedback_for(s, "render_only").kind == "unjudged"
+    turn = revision_turn(s, feedback_mode="render_only")
+    text = turn.messages[-1]["content"][-1]["text"]
+    assert "Compare it with the reference image" in text
+    assert ERRORS["bad1"][0]["description"] not in text and ERRORS["bad1"][0]["description"] in \
+        revision_turn(s).messages[-1]["content"][-1]["text"]
+    assert turn.feedback_images and turn.feedback_images[0] is RED  # the rendering is still shown
+    s.rendered_image, s.render_error = None, "syntax_error"
+    assert feedback_for(s, "render_only").kind == "render_error"  # the renderer's own words stay

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # (metric key under eval/revision/round<k>/<task>/, column title); per-round costs follow
 TABLE_METRICS = (("render_ok", "render"), ("reward", "reward"), ("ssim", "SSIM"), ("mse", "MSE"),
-                 ("teds", "TEDS"), ("low_level", "chart F1"))
+                 ("teds", "TEDS"), ("teds_s", "TEDS-S"), ("low_level", "chart F1"), ("structure", "SVG struct"))
 PLOT_METRICS = (("reward", "critic reward"), ("render_ok", "render rate"), ("ssim", "SSIM"))
 
 

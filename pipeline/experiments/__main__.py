@@ -1,7 +1,8 @@
 """python -m pipeline.experiments ablation [--config ABLATION.yaml] [key.path=value ...]
 
   ablation   train the same warm-started policy with each reward arm × seed (configs/ablation/cpu.yaml: render
-             success, SSIM, pixel MSE, embedding similarity, the Visual-ERM critic), then write to out_dir:
+             success, SSIM, embedding similarity, Visual-ERM with the learned tiny critic and with the oracle
+             critic), then write to out_dir:
              ablation.md (held-out metrics before → after, mean ± std over seeds), ablation.json,
              ablation.png (metric vs update per arm) and the reward-hacking table (hacking.md). Finished runs
              are skipped on a second call (resumable per arm).

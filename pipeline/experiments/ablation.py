@@ -7,8 +7,9 @@ the shared ones, in `<out_dir>/<arm>-s<seed>/`; a finished run leaves `ablation_
 when the command is run again (resumable per arm). Arms differ only in `reward.*` (checked at start-up), so
 steps, prompts, samples and token limits are the same for all.
 
-The held-out metrics compared are the reward-independent ones: render rate, SSIM, MSE, TEDS (tables) and
-the ChartMimic-style chart F1 mean. (`eval/reward` is each arm's own reward, not comparable across arms.)
+The held-out metrics compared are the reward-independent ones: render rate, SSIM, MSE, TEDS and TEDS-S
+(tables), the ChartMimic-style chart F1 mean, and the SVG structure score (`pipeline/metrics/svg.py`).
+(`eval/reward` is each arm's own reward, not comparable across arms.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 # (eval key under eval/<task>/, title, higher is better)
 METRICS = (("render_ok", "render rate", True), ("ssim", "SSIM", True), ("mse", "MSE", False),
-           ("teds", "TEDS", True), ("low_level", "chart F1", True))
+           ("teds", "TEDS", True), ("teds_s", "TEDS-S", True), ("low_level", "chart F1", True),
+           ("structure", "SVG structure", True))
 DONE = "ablation_done.json"
 
 
@@ -46,10 +48,12 @@ def _default_arms() -> list[ArmConfig]:
     return [
         ArmConfig(name="render", overrides=[f"reward.formula.terms=[{render}]"]),
         ArmConfig(name="ssim", overrides=[f"reward.formula.terms=[{render}, {{name: ssim}}]"]),
-        ArmConfig(name="mse", overrides=[f"reward.formula.terms=[{render}, {{name: pixel_mse}}]"]),
         # reward.embedding.path is filled in with a tiny random DINOv2 when the arm does not name one
         ArmConfig(name="embedding", overrides=[f"reward.formula.terms=[{render}, {{name: embedding}}]"]),
-        ArmConfig(name="visual_erm", overrides=[]),  # the preset's critic: the trained tiny critic by default
+        # Visual-ERM (official formula) with the learned tiny critic (blind to its images: README, "The critic"),
+        # and with the oracle critic: the discrepancies a perfect critic would list (the structural differ).
+        ArmConfig(name="visual_erm_learned", overrides=["reward.backend=hf"]),
+        ArmConfig(name="visual_erm_oracle", overrides=["reward.backend=structural"]),
     ]
 
 

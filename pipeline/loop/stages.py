@@ -70,14 +70,15 @@ def reward_stage(samples: list[Sample], reward_pool) -> list[Sample]:
 
 
 def revision_stage(samples: list[Sample], generate: Callable[[list[Sample]], list[Sample]], render_pool,
-                   reward_pool, rounds: int, max_listed: int = 8) -> list[Sample]:
+                   reward_pool, rounds: int, max_listed: int = 8, feedback_mode: str = "critic") -> list[Sample]:
     """Training episodes (rollout.revision_rounds): after its reward is measured, each answer is revised
     `rounds` times with the critic's feedback; the revised answers ride along in `extra["revisions"]` (rendered
     and measured, finalised with the step; `pipeline.revision.revision_groups` makes their GRPO groups). Every
     answer is revised, a clean one too (its feedback says nothing was found), so each revised group is as
     large as the first answers' group."""
     run = revise(samples, generate, lambda batch: render_stage(batch, render_pool),
-                 lambda batch: reward_stage(batch, reward_pool), rounds, stop_when_clean=False, max_listed=max_listed)
+                 lambda batch: reward_stage(batch, reward_pool), rounds, stop_when_clean=False, max_listed=max_listed,
+                 feedback_mode=feedback_mode)
     for item in run.items:
         item.attempts[0].extra["revisions"] = item.attempts[1:]
     return samples
@@ -111,7 +112,7 @@ def evaluate_policy(prompts: list[Sample], generate: Callable[[list[Sample]], li
     if revision_rounds:
         revision = revision or RevisionConfig()
         run = revise(samples, generate, render, judge, revision_rounds, stop_when_clean=revision.stop_when_clean,
-                     max_listed=revision.max_listed)
+                     max_listed=revision.max_listed, feedback_mode=revision.feedback)
         out.update(revision_metrics(run, ref_traces, revision_rounds, revision.keep))
     return out
 

@@ -10,7 +10,9 @@ reference trace (None when it has none). Output, one flat dict with these names:
     eval/<task>/reward        the critic's reward (judged answers only)
     eval/<task>/render_ok     render rate
     eval/<task>/ssim, mse     pixels against the reference image
-    eval/<task>/teds          tables: TEDS of the code against the reference code
+    eval/<task>/teds          tables: TEDS of the code against the reference code; teds_s: TEDS-structure
+    eval/svg/structure, element_f1, attribute_f1   SVGs with reference code: the markup's structure score
+                              (pipeline/metrics/svg.py)
     eval/chart/text_f1, layout_f1, type_f1, color_f1, low_level
                               ChartMimic-style F1s between the traces of rendering and reference, and their mean
     eval/chart/trace_missing, eval/chart/no_reference_trace    counts (see `policy_metrics`)
@@ -27,6 +29,7 @@ import numpy as np
 
 from pipeline.metrics.chart import chart_scores, failed_chart_scores, is_trace
 from pipeline.metrics.image import image_metrics
+from pipeline.metrics.svg import svg_structure
 from pipeline.metrics.table import teds
 from pipeline.sample import Sample
 
@@ -50,6 +53,9 @@ def answer_scores(sample: Sample, ref_trace: dict | None, rewards: bool = True) 
         out["ssim"], out["mse"] = 0.0, 1.0
     if sample.task == "table" and sample.ground_truth_code:
         out["teds"] = teds(sample.code, sample.ground_truth_code)
+        out["teds_s"] = teds(sample.code, sample.ground_truth_code, structure_only=True)
+    if sample.task == "svg" and sample.ground_truth_code:
+        out.update(svg_structure(sample.code, sample.ground_truth_code))
     if sample.task == "chart" and ref_trace is not None:
         own = sample.extra.get(RENDER_TRACE)
         # no code or a render failure (counted as such), or a rendering that came back untraced
