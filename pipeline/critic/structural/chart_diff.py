@@ -215,7 +215,8 @@ class _Differ:
             old, new = list(old), list(new)
             dropped, added = [], []
             renamed: list[tuple[int, str, str]] = []
-            if hint and len(old) - len(hint) == len(new):
+            # (the hint indexes the data lists, which may be longer than the labels: use it only when it fits)
+            if hint and all(0 <= i < len(old) for i in hint) and len(old) - len(hint) == len(new):
                 # the data says which points went: the labels left over in place may also be renamed
                 kept = [i for i in range(len(old)) if i not in hint]
                 dropped = list(hint)
