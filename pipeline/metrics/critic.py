@@ -269,6 +269,19 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     return float((dx * dy).sum() / denom) if denom > 0 else float("nan")
 
 
+def auroc(positive: Iterable[float], negative: Iterable[float]) -> float:
+    """The area under the ROC curve of a score that should be higher for `positive` items than for `negative`
+    ones: P(score of a random positive > that of a random negative), a tie counting ½ — the Mann-Whitney U of
+    the positives over n_pos · n_neg (scipy's, mid-ranks for ties). 1.0: every positive above every negative;
+    0.5: no separation (e.g. a constant score); 0.0: reversed. NaN when either side is empty (undefined)."""
+    pos, neg = np.asarray(list(positive), float), np.asarray(list(negative), float)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    from scipy.stats import mannwhitneyu  # heavy: scipy.stats, only this metric needs it
+
+    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (pos.size * neg.size))
+
+
 @dataclass
 class ItemResult:
     id: str
