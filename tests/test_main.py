@@ -28,9 +28,9 @@ def _run_main(args, tmp_path, timeout=420):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # from nothing (warm start, critic data + SFT, 2 steps): ~6 min on 2 idle cores
+@pytest.mark.timeout(1800)  # from nothing (policy warm start, 2 steps; the oracle critic needs no model)
 def test_embedded_default_runs_and_logs_offline_to_wandb(tmp_path):
-    # From nothing: the tiny policy's warm start and the tiny critic's data + SFT are built first. (A table
+    # From nothing: the tiny policy's warm start is built first (the default's critic is the oracle). (A table
     # every step, so the same run also checks the dashboard: tests/test_report.py.)
     proc = _run_main(["run.total_steps=2", "run.name=smoke", "logging.wandb.table_every_steps=1"], tmp_path,
                      timeout=1200)
