@@ -88,11 +88,16 @@ def test_a_policy_program_that_did_not_render_follows_the_failure_rules_unjudged
     assert stats["judged"] == 0 and scorer.backend.stats.pairs == 0
 
 
-def test_an_unreadable_policy_program_that_rendered_is_one_severe_structure_error():
-    reference = compact_program("svg", 4)
-    sample = _sample("svg", reference, "this is not svg at all")
-    _scorer().score([sample])
-    assert [(e["category"], e["severity"]) for e in sample.discrepancies] == [("structure", 3)]
+@pytest.mark.parametrize("task", ["chart", "table", "svg"])
+def test_an_unreadable_policy_program_fails_like_a_render_failure(task):
+    """The official failure rule (charts/SVG 0, tables −4), not the differ's one severe error: scored S = 3, text
+    that is no table beat a wrong table's S = 12 and a policy learnt to write it."""
+    reference = synthesize_code(task, 11)
+    sample = _sample(task, reference, "this is no program at all")
+    stats = _scorer(limits={"max_errors": 4}).score([sample])
+    assert sample.failure.startswith("reward:unreadable_program") and sample.excluded is None
+    assert sample.reward == (-4.0 if task == "table" else 0.0) and sample.discrepancies == []
+    assert stats["failures"] == {"unreadable_program": 1}
 
 
 def test_a_dataset_without_reference_programs_is_refused_at_start_up():

@@ -158,8 +158,10 @@ class RewardFunction:
                 s.excluded, s.reward, s.reward_breakdown, s.discrepancies = infra, None, {"excluded": 1.0}, []
                 excluded[infra.split(":", 1)[0]] += 1
                 continue
-            if p.failure is None:  # `invalid_judgement: fail` fails the whole sample, like a failure rule
-                p.failure = next((r for r in p.unavailable.values() if r.startswith("invalid_judgement")), None)
+            if p.failure is None:  # `invalid_judgement: fail` and an unreadable program fail the whole sample,
+                # like a failure rule
+                p.failure = next((r for r in p.unavailable.values()
+                                  if r.startswith(("invalid_judgement", "unreadable_program"))), None)
             breakdown: dict[str, float] = {}
             total = 0.0
             if p.failure is not None:

@@ -41,6 +41,8 @@ class _VisualERM(Term):
             return {"severity": float(judgement.severity), "errors": float(len(judgement.errors)),
                     "invalid_judgement": 0.0, "attempts": float(judgement.attempts)}
         reason = judgement.reason or ""
+        if reason.startswith("unreadable_program:"):  # the oracle cannot read the policy's program: a failure
+            return Unavailable(reason)
         if reason.startswith("oracle:"):  # the oracle had no reference to diff: excluded as "oracle:<why>"
             return Unavailable(f"{INFRASTRUCTURE}{reason}")
         if reason.startswith(NO_ANSWER_REASONS):

@@ -10,8 +10,12 @@ report treat it like any critic. It looks at no pixel: it is an upper bound on w
 Rules, in the reward's terms:
   * the policy's program did not render (or rendered blank): the failure rules fire before any critic is
     asked, as for every backend;
-  * it rendered but the differ cannot read it (e.g. a construct the chart interpreter does not model): one
-    severe error of the task's structural category, the differ's own rule for an unreadable candidate;
+  * it rendered but the differ cannot read it as the task's program (text that is no table, markup that is no
+    SVG, a chart program the interpreter cannot follow): the official failure rule, like a render failure —
+    the judgement fails with reason `unreadable_program`, the sample fails, every term gives its failure value
+    (charts/SVG 0, tables −4). (Scored instead as the differ's one severe error, S = 3, a policy trained on the
+    official table reward −S learned to write text that is no table: −3 beat a wrong table's −12, and held-out
+    TEDS fell to 0 in all three seeds, docs/results.md.)
   * the row has no reference program, or the differ cannot parse the reference: no judgement exists, so the
     sample is excluded from the update with the reason `oracle:no_reference` / `oracle:reference_unparseable`
     (counted under the run's exclusions), never scored;
@@ -30,7 +34,7 @@ from pipeline.critic.backends.base import BackendStats, JudgeRequest, RewardBack
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.judgement import Judgement
 from pipeline.critic.schema import answer_document, fit_text
-from pipeline.critic.structural import StructuralDiffError, structural_diff
+from pipeline.critic.structural import StructuralDiffError, is_unreadable, structural_diff
 from pipeline.sample import CATEGORIES
 from pipeline.schema import ConfigError
 
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Judgement reasons of pairs the oracle cannot judge; pipeline/rewards/base.py excludes them from the update.
 ORACLE_EXCLUSION = "oracle:"
+# The judgement reason of a policy program the differ cannot read; pipeline/rewards fails the sample on it.
+UNREADABLE_PROGRAM = "unreadable_program:"
 
 
 def check_reference_programs(prompts, where: str) -> int:
@@ -86,6 +92,8 @@ class StructuralBackend(RewardBackend):
         limits = self.cfg.limits
         try:
             errors = structural_diff(req.task, req.reference_code, req.code or "", max_errors=limits.max_errors)
+            if is_unreadable(errors):
+                return Judgement.failed(req.task, f"{UNREADABLE_PROGRAM} {errors[0]['description']}"[:300])
         except StructuralDiffError as e:
             return Judgement.failed(req.task, f"{ORACLE_EXCLUSION}reference_unparseable: {e}"[:300])
         except Exception as e:  # noqa: BLE001 - a differ bug costs this pair (excluded, counted), not the batch

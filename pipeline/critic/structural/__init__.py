@@ -24,7 +24,12 @@ from __future__ import annotations
 
 from pipeline.critic.schema import fit_text
 from pipeline.critic.structural import chart, svg, table
-from pipeline.critic.structural.base import MAX_DESCRIPTION_CHARS, MAX_LOCATION_CHARS, StructuralDiffError
+from pipeline.critic.structural.base import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_LOCATION_CHARS,
+    StructuralDiffError,
+    is_unreadable,
+)
 from pipeline.sample import CATEGORIES
 
 DIFFERS = {"chart": chart.diff, "table": table.diff, "svg": svg.diff}
@@ -65,4 +70,4 @@ class StructuralTeacher:
         return structural_diff(task, reference_code, candidate_code, max_errors=self.max_errors)
 
 
-__all__ = ["DIFFERS", "StructuralDiffError", "StructuralTeacher", "structural_diff"]
+__all__ = ["DIFFERS", "StructuralDiffError", "StructuralTeacher", "is_unreadable", "structural_diff"]

@@ -63,13 +63,21 @@ class Findings:
         return [f.to_dict() for f in self.items]
 
 
+UNREADABLE = "its code could not be read"  # the wording that marks `unparseable_candidate`'s error
+
+
+def is_unreadable(errors: list[dict]) -> bool:
+    """Whether a diff's errors are the one error of the rule for a candidate that cannot be read."""
+    return len(errors) == 1 and UNREADABLE in errors[0].get("description", "")
+
+
 def unparseable_candidate(task: str, reason: str) -> list[dict]:
     """The rule for a candidate we cannot parse: one severe error of the task's structural category over the
     whole picture. Even if it rendered, nothing in it can be paired with the reference's parts."""
     category, where = {"chart": ("structure", "whole figure"), "table": ("layout", "whole table"),
                        "svg": ("structure", "whole image")}[task]
-    return [Finding(category, 3, where, f"The {task} does not match the reference as a whole: its code could "
-                                        f"not be read ({reason}).").to_dict()]
+    return [Finding(category, 3, where, f"The {task} does not match the reference as a whole: {UNREADABLE} "
+                                        f"({reason}).").to_dict()]
 
 
 # ------------------------------------------------------------------------------------------------ text
