@@ -146,7 +146,8 @@ def test_cli_prints_judgement_and_reward_breakdown(tmp_path, rm_models):
     Image.fromarray(ref).save(tmp_path / "pred.png")
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     (tmp_path / "code.py").write_text("import matplotlib.pyplot as plt\nplt.bar([1], [2])\n")
-    run = _cli(tmp_path, rm_models, "--pred", str(tmp_path / "pred.png"), "--code", str(tmp_path / "code.py"))
+    run = _cli(tmp_path, rm_models, "--pred", str(tmp_path / "pred.png"), "--code", str(tmp_path / "code.py"),
+               "--backend", "hf")
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout)
     assert out["backend"] == "hf" and out["judgement"]["valid"] and out["failure"] is None
@@ -158,6 +159,14 @@ def test_cli_prints_judgement_and_reward_breakdown(tmp_path, rm_models):
     assert out["reward"] == 0.0 and out["failure"].startswith("reward:bad_input:rendered image")
     typo = _cli(tmp_path, rm_models, "--pred", str(tmp_path / "pred.png"), "reward.bakend=hf")
     assert typo.returncode == 2 and "bakend" in typo.stderr
+    # The oracle (the embedded default's critic) reads the two programs.
+    (tmp_path / "gt.py").write_text("import matplotlib.pyplot as plt\nplt.bar([1, 2], [2, 3])\nplt.title('Sales')\n")
+    oracle = _cli(tmp_path, rm_models, "--pred", str(tmp_path / "pred.png"), "--code", str(tmp_path / "code.py"),
+                  "--gt-code", str(tmp_path / "gt.py"), "--backend", "structural")
+    assert oracle.returncode == 0, oracle.stderr[-2000:]
+    out = json.loads(oracle.stdout)
+    assert out["backend"] == "structural" and out["judgement"]["valid"]
+    assert any("title" in d["description"].lower() for d in out["discrepancies"]), out["discrepancies"]
 
 
 # -- the released model's answer format, layout and prompt ------------------------------------------------

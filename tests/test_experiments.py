@@ -31,7 +31,9 @@ def test_every_arm_gets_the_same_budget_and_its_own_reward(tmp_path):
     assert len(budgets) == 1
     terms = {r.run.name.rsplit("-s", 1)[0]: tuple(t.name for t in r.reward.formula.terms) for r in runs}
     assert terms["render"] == ("render_success",) and terms["ssim"] == ("render_success", "ssim")
-    assert len(set(terms.values())) == len(cfg.arms)
+    rewards = {r.run.name.rsplit("-s", 1)[0]: (terms[r.run.name.rsplit("-s", 1)[0]], r.reward.backend) for r in runs}
+    assert len(set(rewards.values())) == len(cfg.arms)  # the two Visual-ERM arms differ in their critic
+    assert rewards["visual_erm_oracle"][1] == "structural" and rewards["visual_erm_learned"][1] == "hf"
     assert {r.run.seed for r in runs} == set(cfg.seeds) and all(r.run.eval_at_start for r in runs)
     encoder = next(r for r in runs if "embedding" in r.run.name).reward.embedding.path
     assert (Path(encoder) / "config.json").is_file()  # a tiny random DINOv2, built offline
@@ -83,7 +85,7 @@ def test_a_raster_copy_fools_pixel_rewards():
     reference = render("svg", svg).image
     prompt = Prompt("svg", reference, [], svg, "probe#0")
     samples = hacking.probe_samples([prompt], 1, lambda kind, code: render(kind, code))
-    assert [s.extra["probe"] for s in samples] == ["true_program", "raster_copy", "blank"]
+    assert [s.extra["probe"] for s in samples] == ["true_program", "raster_copy", "injection", "blank"]
     copy = samples[1]
     assert copy.rendered_image is not None
     assert np.abs(copy.rendered_image.astype(int) - reference.astype(int)).mean() < 3

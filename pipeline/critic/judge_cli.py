@@ -1,7 +1,7 @@
 """Score one (reference, rendering) pair from the command line.
 
     python -m pipeline.critic judge chart --ref REF.png --pred PRED.png [--code FILE] [--gt-code FILE]
-        [--config configs/default.yaml] [--backend hf|vllm|openai] [--model PATH] [key.path=value ...]
+        [--config configs/default.yaml] [--backend hf|vllm|openai|structural] [--model PATH] [key.path=value ...]
 
 Prints one JSON object: the critic's judgement, the reward, its breakdown and the discrepancy list (or the
 failure). The backend, model path and every other setting come from the config's `models:` and `reward:`
@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref", required=True, help="reference image (PNG/JPEG)")
     ap.add_argument("--pred", required=True, help="rendered prediction (PNG/JPEG)")
     ap.add_argument("--code", help="file with the predicted code (enables the no-code rule and text baselines)")
-    ap.add_argument("--gt-code", help="file with the ground-truth code (TEDS, edit distance)")
+    ap.add_argument("--gt-code", help="file with the ground-truth code (TEDS, edit distance; the reference program "
+                                      "the structural oracle diffs --code against)")
     ap.add_argument("--config", help=f"YAML preset with models:/reward: sections (default {DEFAULT_CONFIG})")
-    ap.add_argument("--backend", choices=["hf", "vllm", "openai", "fingerprint"])
+    ap.add_argument("--backend", choices=["hf", "vllm", "openai", "structural", "fingerprint"])
     ap.add_argument("--model", help="reward model: 'tiny' or a local HF checkpoint directory")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("overrides", nargs="*", help="reward.x.y=value / models.x.y=value")
