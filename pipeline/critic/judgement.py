@@ -35,6 +35,13 @@ from pipeline.critic.schema import json_schema, judgement_model, read_answer
 from pipeline.sample import CATEGORIES, JudgementLimits
 
 
+# Reasons of the oracle critic's failed judgements (pipeline/critic/backends/structural.py), read by the reward
+# terms (pipeline/rewards): a pair it has nothing to diff against is excluded from the update; a policy program
+# it cannot read fails the sample like a render failure.
+ORACLE_EXCLUSION = "oracle:"
+UNREADABLE_PROGRAM = "unreadable_program:"
+
+
 @dataclass
 class Judgement:
     task: str

@@ -21,9 +21,8 @@ from pipeline.sample import TASK_KINDS, Sample
 # An Unavailable reason with this prefix is an infrastructure failure (a crashed encoder, the critic's engine
 # or endpoint down), not something the policy did: the sample is excluded from the update, never scored.
 INFRASTRUCTURE = "infrastructure:"
-# Judgement reasons for answers the critic never produced (pipeline/critic/backends/base.py), and for pairs the
-# structural oracle has nothing to diff against (pipeline/critic/backends/structural.py: no reference program).
-NO_ANSWER_REASONS = ("backend:", "transport:", "oracle:")
+# Judgement reasons (pipeline/critic/backends/base.py) for answers the critic never produced.
+NO_ANSWER_REASONS = ("backend:", "transport:")
 
 
 @dataclass(frozen=True)

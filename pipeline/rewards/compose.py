@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.critic.config import RewardConfig
 from pipeline.critic.images import BadImage, to_array
-from pipeline.critic.judgement import Judgement
+from pipeline.critic.judgement import UNREADABLE_PROGRAM, Judgement
 from pipeline.render.image import is_blank
 from pipeline.rewards.base import INFRASTRUCTURE, Term, Unavailable
 from pipeline.rewards.baselines import (
@@ -161,7 +161,7 @@ class RewardFunction:
             if p.failure is None:  # `invalid_judgement: fail` and an unreadable program fail the whole sample,
                 # like a failure rule
                 p.failure = next((r for r in p.unavailable.values()
-                                  if r.startswith(("invalid_judgement", "unreadable_program"))), None)
+                                  if r.startswith(("invalid_judgement", UNREADABLE_PROGRAM))), None)
             breakdown: dict[str, float] = {}
             total = 0.0
             if p.failure is not None:

@@ -22,7 +22,7 @@ scored.
 
 from __future__ import annotations
 
-from pipeline.critic.judgement import Judgement
+from pipeline.critic.judgement import ORACLE_EXCLUSION, UNREADABLE_PROGRAM, Judgement
 from pipeline.rewards.base import INFRASTRUCTURE, NO_ANSWER_REASONS, Term, Unavailable
 from pipeline.sample import Sample
 
@@ -41,9 +41,9 @@ class _VisualERM(Term):
             return {"severity": float(judgement.severity), "errors": float(len(judgement.errors)),
                     "invalid_judgement": 0.0, "attempts": float(judgement.attempts)}
         reason = judgement.reason or ""
-        if reason.startswith("unreadable_program:"):  # the oracle cannot read the policy's program: a failure
+        if reason.startswith(UNREADABLE_PROGRAM):  # the oracle cannot read the policy's program: a failure
             return Unavailable(reason)
-        if reason.startswith("oracle:"):  # the oracle had no reference to diff: excluded as "oracle:<why>"
+        if reason.startswith(ORACLE_EXCLUSION):  # the oracle had no reference to diff: excluded as "oracle:<why>"
             return Unavailable(f"{INFRASTRUCTURE}{reason}")
         if reason.startswith(NO_ANSWER_REASONS):
             return Unavailable(f"{INFRASTRUCTURE}critic:{reason}")

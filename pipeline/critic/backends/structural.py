@@ -31,19 +31,13 @@ import json
 import logging
 
 from pipeline.critic.backends.base import BackendStats, JudgeRequest, RewardBackend
-from pipeline.critic.config import RewardConfig
-from pipeline.critic.judgement import Judgement
+from pipeline.critic.judgement import ORACLE_EXCLUSION, UNREADABLE_PROGRAM, Judgement
 from pipeline.critic.schema import answer_document, fit_text
 from pipeline.critic.structural import StructuralDiffError, is_unreadable, structural_diff
 from pipeline.sample import CATEGORIES
 from pipeline.schema import ConfigError
 
 log = logging.getLogger(__name__)
-
-# Judgement reasons of pairs the oracle cannot judge; pipeline/rewards/base.py excludes them from the update.
-ORACLE_EXCLUSION = "oracle:"
-# The judgement reason of a policy program the differ cannot read; pipeline/rewards fails the sample on it.
-UNREADABLE_PROGRAM = "unreadable_program:"
 
 
 def check_reference_programs(prompts, where: str) -> int:
@@ -62,10 +56,6 @@ def check_reference_programs(prompts, where: str) -> int:
 
 class StructuralBackend(RewardBackend):
     name = "structural"
-    oracle = True  # read by the report and the wandb table: these discrepancies come from the programs
-
-    def __init__(self, cfg: RewardConfig):
-        super().__init__(cfg)
 
     def _generate(self, task, pairs, attempt):  # pragma: no cover - _score never asks for images
         raise NotImplementedError("the structural oracle judges programs, not images")
@@ -96,7 +86,7 @@ class StructuralBackend(RewardBackend):
                 return Judgement.failed(req.task, f"{UNREADABLE_PROGRAM} {errors[0]['description']}"[:300])
         except StructuralDiffError as e:
             return Judgement.failed(req.task, f"{ORACLE_EXCLUSION}reference_unparseable: {e}"[:300])
-        except Exception as e:  # noqa: BLE001 - a differ bug costs this pair (excluded, counted), not the batch
+        except Exception as e:  # a differ bug costs this pair (excluded, counted), not the batch
             log.exception("structural differ failed on a %s pair", req.task)
             return Judgement.failed(req.task, f"{ORACLE_EXCLUSION}differ_error: {type(e).__name__}: {e}"[:300])
         errors = [{**e, "location": fit_text(e["location"], limits.max_location_chars),
